@@ -1,0 +1,41 @@
+# The two commands: `make demo` (set up, run voucherify_sync on the sample warehouse, print the report)
+# and `make test` (set up, run the whole test suite). Everything lands in .venv/, data/ and .airflow/.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test test-postgres ui bench lint lock clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check uv
+	$(VENV)/bin/uv pip sync --quiet --python $(PY) requirements.txt
+	@touch $(STAMP)
+
+demo: venv
+	$(PY) scripts/demo.py
+
+test: venv
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+ui: venv
+	$(PY) scripts/ui.py
+
+bench: venv
+	$(PY) benchmarks/bench_extract_validate.py
+	$(PY) benchmarks/bench_delivery.py
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+lock:
+	$(VENV)/bin/uv pip compile requirements.in --python-version 3.11 -o requirements.txt --no-header -q
+
+clean:
+	rm -rf .airflow data

@@ -1,0 +1,354 @@
+"""The ledger: what happened to every record, in a state store reached through an Airflow connection.
+
+``sync_ledger`` holds one row per (destination, entity, record key) with its current status;
+``sync_events`` keeps every status change, so "what happened to customer 42?" has an answer;
+``sync_runs`` keeps one report per load. The store is SQLite by default, PostgreSQL in production.
+
+Statuses: ``pending`` (planned, to send; the payload is kept until sent so any later run can resend it),
+``in_flight`` (handed to an async vendor job, ``vendor_ref`` names it), ``delivered``, ``failed`` (the vendor
+refused it, with its message), ``rejected`` (failed the data-quality checks), ``deleted``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from reverse_etl import settings
+from reverse_etl.errors import ConfigError
+
+PENDING, IN_FLIGHT, DELIVERED, FAILED, REJECTED, DELETED = (
+    "pending", "in_flight", "delivered", "failed", "rejected", "deleted",
+)
+UPSERT, DELETE = "upsert", "delete"
+_ENGINES: dict[str, Any] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+@dataclass
+class Outcome:
+    """What the vendor did with one record."""
+
+    key: str
+    status: str  # DELIVERED, FAILED, DELETED or PENDING (transient: try again later)
+    error: str | None = None
+
+
+@dataclass
+class Planned:
+    key: str
+    operation: str
+    payload_hash: str | None
+    payload: str | None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _tables(metadata):
+    from sqlalchemy import Column, DateTime, Index, Integer, String, Table, Text
+
+    ledger = Table(
+        "sync_ledger", metadata,
+        Column("destination", String(64), primary_key=True),
+        Column("entity", String(64), primary_key=True),
+        Column("record_key", String(255), primary_key=True),
+        Column("operation", String(8), nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("payload_hash", String(64)),
+        Column("delivered_hash", String(64)),
+        Column("payload", Text),
+        Column("vendor_ref", String(128)),
+        Column("error", Text),
+        Column("attempts", Integer, nullable=False, default=0),
+        Column("first_run_id", String(255)),
+        Column("last_run_id", String(255)),
+        Column("updated_at", DateTime, nullable=False),
+        Index("ix_sync_ledger_status", "destination", "entity", "status", "record_key"),
+    )
+    events = Table(
+        "sync_events", metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("destination", String(64), nullable=False),
+        Column("entity", String(64), nullable=False),
+        Column("record_key", String(255), nullable=False),
+        Column("run_id", String(255)),
+        Column("status", String(16), nullable=False),
+        Column("detail", Text),
+        Column("at", DateTime, nullable=False),
+        Index("ix_sync_events_key", "destination", "entity", "record_key"),
+    )
+    runs = Table(
+        "sync_runs", metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("dag_id", String(255), nullable=False),
+        Column("run_id", String(255), nullable=False),
+        Column("destination", String(64), nullable=False),
+        Column("entity", String(64), nullable=False),
+        Column("try_number", Integer),
+        Column("window_start", String(40)),
+        Column("window_end", String(40)),
+        Column("dry_run", Integer, nullable=False, default=0),
+        Column("status", String(16), nullable=False),
+        Column("started_at", DateTime, nullable=False),
+        Column("finished_at", DateTime),
+        Column("report", Text),
+        Index("ix_sync_runs_run", "dag_id", "run_id"),
+    )
+    return ledger, events, runs
+
+
+def state_store_url(conn_id: str | None = None) -> str:
+    """SQLAlchemy URL of the state store from its Airflow connection (``sqlite`` or ``postgres``)."""
+    from airflow.sdk import BaseHook
+
+    conn_id = conn_id or settings.state_conn_id()
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except Exception as exc:
+        raise ConfigError(
+            f"State store connection '{conn_id}' is not defined. Set AIRFLOW_CONN_{conn_id.upper()} "
+            "(a SQLite file or a PostgreSQL database; see README, 'Connections')."
+        ) from exc
+    if conn.conn_type == "sqlite":
+        path = conn.host or conn.extra_dejson.get("path")
+        if not path:
+            raise ConfigError(f"State store connection '{conn_id}' needs the SQLite file path in 'host'.")
+        return f"sqlite:///{path}"
+    if conn.conn_type in ("postgres", "postgresql"):
+        from sqlalchemy.engine import URL
+
+        return URL.create(
+            "postgresql+psycopg2", username=conn.login or "postgres", password=conn.password or None,
+            host=conn.host or "127.0.0.1", port=conn.port or 5432, database=conn.schema or "postgres",
+        ).render_as_string(hide_password=False)
+    raise ConfigError(f"State store connection '{conn_id}' has type '{conn.conn_type}'; use sqlite or postgres.")
+
+
+def _engine(url: str):
+    from sqlalchemy import MetaData, create_engine, event
+
+    with _ENGINES_LOCK:
+        if url in _ENGINES:
+            return _ENGINES[url]
+        if url.startswith("sqlite"):
+            from pathlib import Path
+
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"timeout": 60})
+
+            @event.listens_for(engine, "connect")
+            def _pragmas(dbapi_conn, _record):  # WAL lets parallel tasks read while one writes
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.close()
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+        metadata = MetaData()
+        tables = _tables(metadata)
+        metadata.create_all(engine)
+        _ENGINES[url] = (engine, *tables)
+        return _ENGINES[url]
+
+
+class Ledger:
+    """Per-record state of one (destination, entity) sync."""
+
+    def __init__(self, destination: str, entity: str, run_id: str, url: str | None = None):
+        self.destination = destination
+        self.entity = entity
+        self.run_id = run_id
+        self.url = url or state_store_url()
+        self.engine, self.ledger, self.events, self.runs = _engine(self.url)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def _scope(self):
+        t = self.ledger
+        return (t.c.destination == self.destination) & (t.c.entity == self.entity)
+
+    def _upsert(self, conn, rows: list[dict], update: list[str]) -> None:
+        if not rows:
+            return
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(self.ledger)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["destination", "entity", "record_key"],
+            set_={col: getattr(stmt.excluded, col) for col in update},
+        )
+        conn.execute(stmt, rows)
+
+    def _log(self, conn, entries: Iterable[tuple[str, str, str | None]]) -> None:
+        now = _now()
+        rows = [
+            {"destination": self.destination, "entity": self.entity, "record_key": key, "run_id": self.run_id,
+             "status": status, "detail": detail, "at": now}
+            for key, status, detail in entries
+        ]
+        if rows:
+            conn.execute(self.events.insert(), rows)
+
+    def lookup(self, keys: list[str]) -> dict[str, dict]:
+        """Current ledger rows for these keys (status, hashes), in one query per thousand keys."""
+        from sqlalchemy import select
+
+        t = self.ledger
+        found: dict[str, dict] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(keys), 1000):
+                part = keys[i : i + 1000]
+                query = select(t.c.record_key, t.c.status, t.c.payload_hash, t.c.delivered_hash).where(
+                    self._scope() & t.c.record_key.in_(part)
+                )
+                for row in conn.execute(query):
+                    found[row.record_key] = row._asdict()
+        return found
+
+    def plan(self, planned: list[Planned]) -> None:
+        """Mark records ``pending`` with their payload: from here on some run will deliver them."""
+        now = _now()
+        rows = [
+            {"destination": self.destination, "entity": self.entity, "record_key": p.key, "operation": p.operation,
+             "status": PENDING, "payload_hash": p.payload_hash, "payload": p.payload, "error": None,
+             "vendor_ref": None, "attempts": 0, "first_run_id": self.run_id, "last_run_id": self.run_id,
+             "updated_at": now}
+            for p in planned
+        ]
+        with self.engine.begin() as conn:
+            self._upsert(conn, rows, ["operation", "status", "payload_hash", "payload", "error", "vendor_ref",
+                                      "last_run_id", "updated_at"])
+
+    def mark_rejected(self, rejected: list[tuple[str, str]]) -> None:
+        """Record rows that failed the data-quality checks, with the readable reason."""
+        now = _now()
+        rows = [
+            {"destination": self.destination, "entity": self.entity, "record_key": key, "operation": UPSERT,
+             "status": REJECTED, "payload": None, "error": error, "attempts": 0, "first_run_id": self.run_id,
+             "last_run_id": self.run_id, "updated_at": now}
+            for key, error in rejected
+        ]
+        with self.engine.begin() as conn:
+            self._upsert(conn, rows, ["status", "payload", "error", "last_run_id", "updated_at"])
+            self._log(conn, ((key, REJECTED, error) for key, error in rejected))
+
+    def iter_status(self, status: str, batch_size: int) -> Iterator[list[Planned]]:
+        """Keyset-paged batches of records in ``status`` (any run's), so memory stays flat."""
+        from sqlalchemy import select
+
+        t = self.ledger
+        last = ""
+        while True:
+            query = (
+                select(t.c.record_key, t.c.operation, t.c.payload_hash, t.c.payload)
+                .where(self._scope() & (t.c.status == status) & (t.c.record_key > last))
+                .order_by(t.c.record_key).limit(batch_size)
+            )
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).all()
+            if not rows:
+                return
+            yield [Planned(r.record_key, r.operation, r.payload_hash, r.payload) for r in rows]
+            last = rows[-1].record_key
+
+    def in_flight(self) -> dict[str, list[Planned]]:
+        """Records handed to vendor jobs that we have not heard back from, by job reference."""
+        from sqlalchemy import select
+
+        t = self.ledger
+        jobs: dict[str, list[Planned]] = {}
+        query = select(t.c.record_key, t.c.operation, t.c.payload_hash, t.c.payload, t.c.vendor_ref).where(
+            self._scope() & (t.c.status == IN_FLIGHT)
+        ).order_by(t.c.record_key)
+        with self.engine.connect() as conn:
+            for r in conn.execute(query):
+                jobs.setdefault(r.vendor_ref, []).append(Planned(r.record_key, r.operation, r.payload_hash, r.payload))
+        return jobs
+
+    def mark_in_flight(self, keys: list[str], vendor_ref: str) -> None:
+        """Remember the vendor job before waiting on it: a retry polls the job instead of resending."""
+        from sqlalchemy import update
+
+        t = self.ledger
+        with self.engine.begin() as conn:
+            for i in range(0, len(keys), 1000):
+                conn.execute(
+                    update(t).where(self._scope() & t.c.record_key.in_(keys[i : i + 1000])).values(
+                        status=IN_FLIGHT, vendor_ref=vendor_ref, last_run_id=self.run_id, updated_at=_now()
+                    )
+                )
+
+    def apply(self, outcomes: list[Outcome]) -> None:
+        """Record the vendor's answer for each record of a batch, in one transaction."""
+        from sqlalchemy import bindparam, update
+
+        t = self.ledger
+        now = _now()
+        by_status: dict[str, list[Outcome]] = {}
+        for outcome in outcomes:
+            by_status.setdefault(outcome.status, []).append(outcome)
+        with self.engine.begin() as conn:
+            for status, items in by_status.items():
+                values: dict[str, Any] = {
+                    "status": status, "error": bindparam("b_error"), "last_run_id": self.run_id,
+                    "updated_at": now, "attempts": t.c.attempts + 1, "vendor_ref": None,
+                }
+                if status == DELIVERED:
+                    values.update(delivered_hash=t.c.payload_hash, payload=None)
+                elif status == DELETED:
+                    values.update(delivered_hash=None, payload=None)
+                elif status == FAILED:
+                    values.update(payload=None)
+                stmt = update(t).where(self._scope() & (t.c.record_key == bindparam("b_key"))).values(**values)
+                conn.execute(stmt, [{"b_key": o.key, "b_error": o.error} for o in items])
+            self._log(conn, ((o.key, o.status, o.error) for o in outcomes if o.status != PENDING))
+
+    def record_run(self, *, dag_id: str, try_number: int | None, window: dict, dry_run: bool, status: str,
+                   started_at: dt.datetime, report: dict) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(self.runs.insert().values(
+                dag_id=dag_id, run_id=self.run_id, destination=self.destination, entity=self.entity,
+                try_number=try_number, window_start=window.get("start"), window_end=window.get("end"),
+                dry_run=int(dry_run), status=status, started_at=started_at, finished_at=_now(),
+                report=json.dumps(report, default=str),
+            ))
+
+
+def record_history(destination: str, entity: str, key: str, url: str | None = None) -> dict:
+    """Everything the state store knows about one record: current row and every event."""
+    from sqlalchemy import select
+
+    engine, ledger, events, _ = _engine(url or state_store_url())
+    with engine.connect() as conn:
+        current = conn.execute(select(ledger).where(
+            (ledger.c.destination == destination) & (ledger.c.entity == entity) & (ledger.c.record_key == key)
+        )).first()
+        history = conn.execute(select(events).where(
+            (events.c.destination == destination) & (events.c.entity == entity) & (events.c.record_key == key)
+        ).order_by(events.c.id)).all()
+    return {
+        "current": current._asdict() if current else None,
+        "events": [row._asdict() for row in history],
+    }
+
+
+def run_reports(dag_id: str, run_id: str, url: str | None = None) -> list[dict]:
+    """The load reports of one DAG run, latest try of each entity last."""
+    from sqlalchemy import select
+
+    engine, _, _, runs = _engine(url or state_store_url())
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(runs).where((runs.c.dag_id == dag_id) & (runs.c.run_id == run_id)).order_by(runs.c.id)
+        ).all()
+    return [{**row._asdict(), "report": json.loads(row.report or "{}")} for row in rows]

@@ -1,0 +1,221 @@
+"""The generic load: plan against the ledger, deliver what changed in batches, report.
+
+A vendor adapter subclasses ``SyncLoadOperator`` and implements ``send_upserts`` (returning per-record
+outcomes, or a job reference for async vendor jobs), ``collect`` (for async jobs) and ``send_deletes``.
+Everything else is here: unchanged-skip, resume, batch splitting on whole-batch rejection, dry runs,
+progress logs and the report.
+
+Resume: records are written ``pending`` (with their payload) before anything is sent, async jobs are
+recorded ``in_flight`` before they are polled, and every answer is recorded batch by batch. A retried or
+later run polls unfinished jobs first, then sends whatever is still pending: nothing twice, nothing skipped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from airflow.sdk import BaseOperator
+
+from reverse_etl import settings
+from reverse_etl.errors import VendorAuthError, VendorNotFound, VendorRejected
+from reverse_etl.ledger import DELETE, DELETED, DELIVERED, FAILED, UPSERT, Ledger, Outcome, Planned
+from reverse_etl.payload import canonical_json, payload_hash, row_to_payload
+from reverse_etl.tasks import skip_unless_selected
+
+log = logging.getLogger(__name__)
+
+
+class SyncLoadOperator(BaseOperator):
+    """Deliver the validated rows of one sync to its vendor.
+
+    :param manifest: the validate task's manifest (XCom): where the valid rows are and the counts so far.
+    :param vendor_conn_id: the vendor account's Airflow connection.
+    """
+
+    template_fields: Sequence[str] = ("manifest", "vendor_conn_id")
+    ui_color = "#e8f1fb"
+
+    destination: ClassVar[str] = ""
+    entity: ClassVar[str] = ""
+    hook_class: ClassVar[type] = type(None)
+    batch_size: ClassVar[int] = 100
+    max_batch_bytes: ClassVar[int] = 9_000_000
+    supports_delete: ClassVar[bool] = False
+
+    def __init__(self, *, manifest: Any, vendor_conn_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.manifest = manifest
+        self.vendor_conn_id = vendor_conn_id
+
+    # --- vendor adapter API ------------------------------------------------------------------------------
+    def build_payload(self, row: dict, context: Any) -> dict:
+        """Row (as mapped by the SQL file) to the vendor payload; override to add vendor framing."""
+        return row_to_payload(row)
+
+    def send_upserts(self, hook: Any, batch: list[Planned], context: Any) -> list[Outcome] | str:
+        raise NotImplementedError
+
+    def collect(self, hook: Any, job_ref: str, batch: list[Planned]) -> list[Outcome]:
+        raise NotImplementedError(f"{type(self).__name__} sends no async jobs")
+
+    def send_deletes(self, hook: Any, batch: list[Planned], context: Any) -> list[Outcome]:
+        raise NotImplementedError(f"{type(self).__name__} cannot delete")
+
+    def batch_limit(self, context: Any) -> int:
+        """Records per batch; the ledger records answers batch by batch."""
+        return self.batch_size
+
+    # --- engine ------------------------------------------------------------------------------------------
+    def execute(self, context: Any) -> dict:
+        started = time.monotonic()
+        started_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        params = context["params"]
+        skip_unless_selected(params, self.entity)
+        dry_run = bool(params.get("dry_run"))
+        full_resync = bool(params.get("full_resync"))
+        manifest = self.manifest or {}
+        ledger = Ledger(self.destination, self.entity, context["run_id"])
+        hook = self.hook_class(self.vendor_conn_id)
+        counts = {
+            "extracted": manifest.get("rows", 0), "valid": manifest.get("valid", 0),
+            "rejected": manifest.get("rejected", 0), "unchanged_skipped": 0, "to_send": 0, "to_delete": 0,
+            "delete_not_ours": 0, "carried_over": 0, "sent": 0, "deleted": 0, "failed": 0, "resumed_jobs": 0,
+        }
+        if not dry_run:
+            self._resume_jobs(hook, ledger, counts)
+        self._plan(ledger, manifest, counts, context, dry_run=dry_run, full_resync=full_resync)
+        if not dry_run:
+            self._deliver(hook, ledger, counts, context)
+        report = {
+            "destination": self.destination, "entity": self.entity, "dry_run": dry_run,
+            "window": manifest.get("window"), **counts, **hook.stats.as_dict(),
+            "quarantine": manifest.get("quarantine_path"), "seconds": round(time.monotonic() - started, 3),
+        }
+        ledger.record_run(
+            dag_id=context["dag"].dag_id, try_number=getattr(context.get("ti"), "try_number", None),
+            window=manifest.get("window") or {}, dry_run=dry_run, status="success", started_at=started_at,
+            report=report,
+        )
+        log.info("%s.%s report: %s", self.destination, self.entity, json.dumps(report, default=str))
+        return report
+
+    def _plan(self, ledger: Ledger, manifest: dict, counts: dict, context: Any, *, dry_run: bool,
+              full_resync: bool) -> None:
+        """Decide per valid row: unchanged (skip), upsert or delete; persist the plan unless dry run."""
+        from reverse_etl.staging import JsonLinesSink, as_path, iter_parquet
+
+        if not manifest.get("valid_path"):
+            return
+        preview = JsonLinesSink(as_path(manifest["valid_path"]).parent / "dry_run_payloads.jsonl") if dry_run else None
+        try:
+            for batch in iter_parquet(manifest["valid_path"], settings.chunk_rows()):
+                rows = batch.to_pylist()
+                known = ledger.lookup([r["_key"] for r in rows])
+                planned: list[Planned] = []
+                for row in rows:
+                    key = row["_key"]
+                    state = known.get(key, {})
+                    if row.get("_deleted"):
+                        if not self.supports_delete or not state.get("delivered_hash"):
+                            counts["delete_not_ours"] += 1  # never sent by us (or already deleted): leave it
+                            continue
+                        counts["to_delete"] += 1
+                        planned.append(Planned(key, DELETE, None, None))
+                        continue
+                    payload = self.build_payload(row, context)
+                    digest = payload_hash(payload)
+                    if not full_resync and state.get("status") == DELIVERED and state.get("delivered_hash") == digest:
+                        counts["unchanged_skipped"] += 1
+                        continue
+                    counts["to_send"] += 1
+                    planned.append(Planned(key, UPSERT, digest, canonical_json(payload)))
+                    if preview is not None:
+                        preview.write({"key": key, "payload": payload})
+                if planned and not dry_run:
+                    ledger.plan(planned)
+        finally:
+            if preview is not None:
+                preview.close()
+                counts["dry_run_payloads"] = str(preview.path)
+        log.info("%s.%s plan: %d to send, %d to delete, %d unchanged", self.destination, self.entity,
+                 counts["to_send"], counts["to_delete"], counts["unchanged_skipped"])
+
+    def _resume_jobs(self, hook: Any, ledger: Ledger, counts: dict) -> None:
+        """Poll vendor jobs a previous try started: their records must not be sent again."""
+        for job_ref, batch in ledger.in_flight().items():
+            counts["resumed_jobs"] += 1
+            log.info("%s.%s: resuming vendor job %s (%d records)", self.destination, self.entity, job_ref, len(batch))
+            try:
+                outcomes = self.collect(hook, job_ref, batch)
+            except VendorNotFound:
+                log.warning("vendor job %s is unknown to the vendor: its %d records go back to pending",
+                            job_ref, len(batch))
+                ledger.plan(batch)
+                continue
+            self._apply(ledger, outcomes, counts)
+
+    def _deliver(self, hook: Any, ledger: Ledger, counts: dict, context: Any) -> None:
+        total = counts["to_send"] + counts["to_delete"]
+        done = 0
+        last_log = time.monotonic()
+        limit = self.batch_limit(context)
+        for page in ledger.iter_status("pending", limit * 10):
+            for batch in self._batches([p for p in page if p.operation == UPSERT], limit):
+                self._apply(ledger, self._send(hook, ledger, batch, context), counts)
+                done += len(batch)
+            deletes = [p for p in page if p.operation == DELETE]
+            for i in range(0, len(deletes), limit):
+                self._apply(ledger, self.send_deletes(hook, deletes[i : i + limit], context), counts)
+                done += len(deletes[i : i + limit])
+            if time.monotonic() - last_log > 10:
+                last_log = time.monotonic()
+                log.info("%s.%s: %d/%d records answered (%d requests, %d 429s so far)", self.destination,
+                         self.entity, done, total, hook.stats.requests, hook.stats.throttled)
+        counts["carried_over"] = max(0, done - total)
+
+    def _batches(self, records: list[Planned], limit: int):
+        """Batches of at most ``limit`` records and ``max_batch_bytes`` of payload."""
+        batch: list[Planned] = []
+        size = 0
+        for record in records:
+            record_size = len(record.payload or "") + 2
+            if batch and (len(batch) >= limit or size + record_size > self.max_batch_bytes):
+                yield batch
+                batch, size = [], 0
+            batch.append(record)
+            size += record_size
+        if batch:
+            yield batch
+
+    def _send(self, hook: Any, ledger: Ledger, batch: list[Planned], context: Any) -> list[Outcome]:
+        """Send a batch; if the vendor refuses it whole, split it until the bad records are isolated."""
+        try:
+            result = self.send_upserts(hook, batch, context)
+        except VendorAuthError:
+            raise
+        except VendorRejected as exc:
+            if len(batch) == 1:
+                return [Outcome(batch[0].key, FAILED, str(exc))]
+            middle = len(batch) // 2
+            log.warning("%s.%s: batch of %d refused (%s); splitting", self.destination, self.entity, len(batch), exc)
+            return self._send(hook, ledger, batch[:middle], context) + self._send(hook, ledger, batch[middle:], context)
+        if isinstance(result, str):
+            ledger.mark_in_flight([p.key for p in batch], result)
+            return self.collect(hook, result, batch)
+        return result
+
+    def _apply(self, ledger: Ledger, outcomes: list[Outcome], counts: dict) -> None:
+        ledger.apply(outcomes)
+        for outcome in outcomes:
+            if outcome.status == DELIVERED:
+                counts["sent"] += 1
+            elif outcome.status == DELETED:
+                counts["deleted"] += 1
+            elif outcome.status == FAILED:
+                counts["failed"] += 1
+                log.warning("%s.%s record %s failed: %s", self.destination, self.entity, outcome.key, outcome.error)

@@ -1,0 +1,39 @@
+"""Engine settings: connection ids and folders, read from the environment with embedded defaults.
+
+Everything a deployment may change is an environment variable documented in the README, so that the DAG
+files stay free of configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def include_dir() -> Path:
+    """Folder holding ``sql/`` and ``expectations/`` (the field mappings and the data-quality suites)."""
+    return Path(os.environ.get("RETL_INCLUDE_DIR", REPO_ROOT / "include"))
+
+
+def warehouse_conn_id() -> str:
+    return os.environ.get("RETL_WAREHOUSE_CONN_ID", "retl_warehouse")
+
+
+def state_conn_id() -> str:
+    return os.environ.get("RETL_STATE_CONN_ID", "retl_state")
+
+
+def airflow_home() -> Path:
+    return Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow"))
+
+
+def staging_url() -> str:
+    """Root of the staging area: any fsspec URL (``s3://bucket/retl``); a local folder by default."""
+    return os.environ.get("RETL_STAGING_URL") or (airflow_home() / "retl" / "staging").as_uri()
+
+
+def chunk_rows() -> int:
+    """Rows per chunk when streaming from the warehouse and validating: bounds memory per task."""
+    return int(os.environ.get("RETL_CHUNK_ROWS", "50000"))

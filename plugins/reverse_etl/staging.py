@@ -1,0 +1,94 @@
+"""Staging area: where tasks hand data to each other as files (XCom only carries small manifests).
+
+Paths are ``ObjectStoragePath`` so the same code runs on a local folder or object storage.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from reverse_etl import settings
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from airflow.sdk import ObjectStoragePath
+
+
+def _safe(part: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", part)
+
+
+def sync_dir(dag_id: str, run_id: str, entity: str) -> ObjectStoragePath:
+    """The folder of one sync in one DAG run: ``<root>/<dag_id>/<run_id>/<entity>/``."""
+    from airflow.sdk import ObjectStoragePath
+
+    path = ObjectStoragePath(settings.staging_url()) / _safe(dag_id) / _safe(run_id) / _safe(entity)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def as_path(url: str) -> ObjectStoragePath:
+    from airflow.sdk import ObjectStoragePath
+
+    return ObjectStoragePath(url)
+
+
+def iter_parquet(url: str, batch_rows: int, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """Stream a staged Parquet file batch by batch, never loading it whole."""
+    import pyarrow.parquet as pq
+
+    with as_path(url).open("rb") as handle:
+        reader = pq.ParquetFile(handle)
+        yield from reader.iter_batches(batch_size=batch_rows, columns=columns)
+
+
+class ParquetSink:
+    """Appends record batches to one Parquet file; created lazily so an empty delta still gets a file."""
+
+    def __init__(self, path: ObjectStoragePath, schema: pa.Schema):
+        import pyarrow.parquet as pq
+
+        self.path = path
+        self.rows = 0
+        self._handle = path.open("wb")
+        self._writer = pq.ParquetWriter(self._handle, schema, compression="zstd")
+
+    def write(self, batch: pa.RecordBatch | pa.Table) -> None:
+        if batch.num_rows:
+            self._writer.write(batch)
+            self.rows += batch.num_rows
+
+    def close(self) -> None:
+        self._writer.close()
+        self._handle.close()
+
+    def __enter__(self) -> ParquetSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class JsonLinesSink:
+    """Line-per-record JSON file, for people to read: quarantine and dry-run payloads."""
+
+    def __init__(self, path: ObjectStoragePath):
+        self.path = path
+        self.rows = 0
+        self._handle = path.open("w", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        self._handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        self.rows += 1
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> JsonLinesSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

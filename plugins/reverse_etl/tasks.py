@@ -1,0 +1,86 @@
+"""Callables of the extract, validate and report tasks (run inside Airflow tasks, never at parse time)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from reverse_etl.window import resolve_window
+
+log = logging.getLogger(__name__)
+
+REPORT_COLUMNS = ("extracted", "valid", "rejected", "unchanged_skipped", "sent", "deleted", "failed", "requests",
+                  "throttled", "seconds")
+
+
+def selected(params: dict, entity: str) -> bool:
+    wanted = params.get("entities")
+    return not wanted or entity in wanted
+
+
+def skip_unless_selected(params: dict, entity: str) -> None:
+    if not selected(params, entity):
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException(f"'{entity}' is not in the param 'entities' for this run")
+
+
+def run_extract(destination: str, entity: str) -> dict:
+    from airflow.sdk import get_current_context
+
+    from reverse_etl.extract import extract
+
+    context = get_current_context()
+    params = context["params"]
+    skip_unless_selected(params, entity)
+    window = resolve_window(params, context.get("data_interval_start"), context.get("data_interval_end"))
+    return extract(destination=destination, entity=entity, window=window, dag_id=context["dag"].dag_id,
+                   run_id=context["run_id"])
+
+
+def run_validate(manifest: dict) -> dict:
+    from airflow.sdk import get_current_context
+
+    from reverse_etl.validate import validate
+
+    context = get_current_context()
+    params = context["params"]
+    skip_unless_selected(params, manifest["entity"])
+    return validate(extract_manifest=manifest, dag_id=context["dag"].dag_id, run_id=context["run_id"],
+                    max_rejected_share=float(params.get("max_rejected_share", 0.1)))
+
+
+def format_report(reports: list[dict]) -> str:
+    """A fixed-width table, one line per entity, for logs and the demo."""
+    header = ["entity", *REPORT_COLUMNS]
+    lines = [header]
+    for report in reports:
+        lines.append([str(report.get("entity"))] + [
+            ("would send " + str(report.get("to_send", 0))) if col == "sent" and report.get("dry_run")
+            else str(report.get(col, "")) for col in REPORT_COLUMNS
+        ])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)) for line in lines)
+
+
+def run_report(entities: list[str]) -> dict[str, Any]:
+    """Summarise every load of this run from the state store; fail the run if a selected sync has none."""
+    from airflow.sdk import get_current_context
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from reverse_etl.ledger import run_reports
+
+    context = get_current_context()
+    params = context["params"]
+    latest: dict[str, dict] = {}
+    for row in run_reports(context["dag"].dag_id, context["run_id"]):
+        latest[row["entity"]] = row["report"]
+    wanted = [e for e in entities if selected(params, e)]
+    reports = [latest[e] for e in wanted if e in latest]
+    log.info("run report (%s):\n%s", "dry run" if params.get("dry_run") else "live", format_report(reports))
+    missing = [e for e in wanted if e not in latest]
+    if missing:
+        raise AirflowFailException(
+            f"No load finished for {', '.join(missing)}: see the failed task's log (validate or load) above."
+        )
+    return {"entities": reports}

@@ -1,0 +1,242 @@
+"""Validate: run the sync's Great Expectations suite chunk by chunk and quarantine the rows that fail.
+
+Each failing row goes to ``quarantine.jsonl`` with every expectation it broke and the offending value,
+and into the ledger as ``rejected``; valid rows go to ``valid.parquet``. Two rows with the same key: the
+newer (``_updated_at``, then file order) goes on, the older is quarantined as superseded. If the rejected
+share passes the threshold the task fails, after the quarantine is written, so nothing is lost and a
+broken upstream is noticed. Deleted rows only need a key: they skip the payload checks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from reverse_etl import settings
+from reverse_etl.errors import ConfigError, RejectedShareExceeded
+
+log = logging.getLogger(__name__)
+
+KEY_NOT_NULL = {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "_key"}}
+
+
+def suite_path(destination: str, entity: str) -> Path:
+    return settings.include_dir() / "expectations" / destination / f"{entity}.json"
+
+
+def load_suite_config(destination: str, entity: str) -> dict:
+    path = suite_path(destination, entity)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"No expectation suite for {destination}.{entity}: expected {path}.") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"Expectation suite {path} is not valid JSON: {exc}") from exc
+    if not isinstance(config.get("expectations"), list):
+        raise ConfigError(f"Expectation suite {path} needs an 'expectations' list.")
+    return config
+
+
+class SuiteRunner:
+    """A Great Expectations suite bound to an ephemeral context, reused for every chunk."""
+
+    def __init__(self, name: str, expectations: list[dict]):
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+        from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        asset = context.data_sources.add_pandas("retl").add_dataframe_asset("chunk")
+        self._batch_definition = asset.add_batch_definition_whole_dataframe("whole")
+        try:
+            configs = [
+                ExpectationConfiguration(type=e["type"], kwargs=e.get("kwargs", {}), meta=e.get("meta") or {})
+                for e in [KEY_NOT_NULL, *expectations]
+            ]
+            self.suite = gx.ExpectationSuite(name=name, expectations=[c.to_domain_obj() for c in configs])
+        except Exception as exc:
+            raise ConfigError(f"Expectation suite '{name}' is malformed: {exc}") from exc
+        self.name = name
+
+    def failures(self, frame) -> dict[int, list[dict]]:
+        """Row index -> failed expectations (type, column, value) for one chunk."""
+        batch = self._batch_definition.get_batch(batch_parameters={"dataframe": frame})
+        result = batch.validate(self.suite, result_format={"result_format": "COMPLETE"})
+        failed: dict[int, list[dict]] = {}
+        for item in result.results:
+            config = item.expectation_config
+            if item.exception_info and item.exception_info.get("raised_exception"):
+                raise ConfigError(
+                    f"Suite '{self.name}': {config.type}({config.kwargs}) could not run: "
+                    f"{item.exception_info.get('exception_message')}"
+                )
+            if item.success:
+                continue
+            indexes = item.result.get("unexpected_index_list")
+            if indexes is None:
+                raise ConfigError(
+                    f"Suite '{self.name}': {config.type} failed on the whole chunk; only row-level (column map) "
+                    "expectations can quarantine rows."
+                )
+            column = config.kwargs.get("column") or config.kwargs.get("column_list")
+            for index in indexes:
+                value = frame.at[index, column] if isinstance(column, str) else None
+                failed.setdefault(int(index), []).append(
+                    {"expectation": config.type, "column": column, "value": _jsonable(value),
+                     "rule": (config.meta or {}).get("rule")}
+                )
+        return failed
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None:
+        return None
+    try:
+        import pandas as pd
+
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    if hasattr(value, "item"):
+        return value.item()
+    return value if isinstance(value, int | float | str | bool) else str(value)
+
+
+def describe(failures: list[dict]) -> str:
+    """One readable line for the ledger: every rule the row broke, with the value."""
+    parts = []
+    for f in failures:
+        label = f.get("rule") or f["expectation"]
+        parts.append(f"{label} on {f['column']}: {json.dumps(f['value'], ensure_ascii=False, default=str)[:120]}")
+    return "; ".join(parts)
+
+
+def superseded_rows(url: str, key: str = "_key", updated: str = "_updated_at") -> dict[int, str]:
+    """Positions of rows whose key appears again in a newer row; DuckDB does it out of core."""
+    import duckdb
+
+    from reverse_etl.staging import as_path
+
+    path = as_path(url)
+    con = duckdb.connect()
+    try:
+        con.execute("SET memory_limit='512MB'")
+        con.execute("SET preserve_insertion_order=false")
+        if path.protocol not in ("", "file", "local"):
+            con.register_filesystem(path.fs)
+        source = str(path) if path.protocol not in ("", "file", "local") else path.path
+        names = {r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [source]).fetchall()}
+        order = f"{updated} DESC NULLS LAST, file_row_number DESC" if updated in names else "file_row_number DESC"
+        rows = con.execute(
+            f"""
+            WITH t AS (SELECT {key} AS k, * FROM read_parquet(?, file_row_number = true) WHERE {key} IS NOT NULL),
+                 dup AS (SELECT k FROM t GROUP BY k HAVING count(*) > 1)
+            SELECT file_row_number, k FROM t SEMI JOIN dup USING (k)
+            QUALIFY row_number() OVER (PARTITION BY k ORDER BY {order}) > 1
+            """,
+            [source],
+        ).fetchall()
+    finally:
+        con.close()
+    return {int(pos): str(k) for pos, k in rows}
+
+
+def validate(*, extract_manifest: dict, dag_id: str, run_id: str, max_rejected_share: float,
+             chunk_rows: int | None = None) -> dict:
+    """Split the extracted rows into valid and quarantined; return the manifest for the load."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from reverse_etl.ledger import Ledger
+    from reverse_etl.staging import JsonLinesSink, ParquetSink, iter_parquet, sync_dir
+
+    started = time.monotonic()
+    destination, entity = extract_manifest["destination"], extract_manifest["entity"]
+    manifest = {**extract_manifest, "valid": 0, "rejected": 0, "valid_path": None, "quarantine_path": None}
+    if not extract_manifest.get("path") or not extract_manifest.get("rows"):
+        log.info("%s.%s: nothing extracted, nothing to validate", destination, entity)
+        return manifest
+    chunk_rows = chunk_rows or settings.chunk_rows()
+    config = load_suite_config(destination, entity)
+    runner = SuiteRunner(config.get("name") or f"{destination}.{entity}", config["expectations"])
+    superseded = superseded_rows(extract_manifest["path"])
+    folder = sync_dir(dag_id, run_id, entity)
+    ledger = Ledger(destination, entity, run_id)
+    valid_sink = None
+    offset = 0
+    with JsonLinesSink(folder / "quarantine.jsonl") as quarantine:
+        try:
+            for batch in iter_parquet(extract_manifest["path"], chunk_rows):
+                frame = batch.to_pandas()
+                frame.index = range(offset, offset + len(frame))
+                live = frame[~frame["_deleted"].fillna(False).astype(bool)]
+                failures = runner.failures(live) if len(live) else {}
+                for position, key in superseded.items():
+                    if offset <= position < offset + len(frame):
+                        failures.setdefault(position, []).append(
+                            {"expectation": "unique_key", "column": "_key", "value": key,
+                             "rule": "duplicate key: superseded by a newer row with the same key"}
+                        )
+                for position in frame.index[frame["_key"].isna()]:
+                    failures.setdefault(int(position), [{"expectation": KEY_NOT_NULL["type"], "column": "_key",
+                                                         "value": None, "rule": None}])
+                rejected_for_ledger = []
+                for position in sorted(failures):
+                    row = frame.loc[position]
+                    reasons = failures[position]
+                    quarantine.write({
+                        "record_key": _jsonable(row["_key"]), "reason": describe(reasons), "failures": reasons,
+                        "row": {c: _jsonable(row[c]) for c in frame.columns},
+                    })
+                    if row["_key"] is not None and position not in superseded and not _isna(row["_key"]):
+                        rejected_for_ledger.append((str(row["_key"]), describe(reasons)))
+                if rejected_for_ledger:
+                    ledger.mark_rejected(rejected_for_ledger)
+                keep = pa.array([i not in failures for i in frame.index])
+                valid = batch.filter(keep)
+                if valid_sink is None:
+                    valid_sink = ParquetSink(folder / "valid.parquet", batch.schema)
+                valid_sink.write(valid)
+                manifest["rejected"] += len(failures)
+                offset += len(frame)
+                if offset % (chunk_rows * 10) < len(frame):
+                    log.info("%s.%s: validated %d rows so far", destination, entity, offset)
+        finally:
+            if valid_sink is not None:
+                valid_sink.close()
+        manifest["quarantine_path"] = str(quarantine.path)
+    manifest["valid"] = valid_sink.rows if valid_sink else 0
+    manifest["valid_path"] = str(valid_sink.path) if valid_sink else None
+    manifest["valid_deletes"] = 0
+    if valid_sink and valid_sink.rows:
+        manifest["valid_deletes"] = sum(
+            int(pc.sum(b.column("_deleted")).as_py() or 0) for b in iter_parquet(manifest["valid_path"], chunk_rows,
+                                                                                   columns=["_deleted"])
+        )
+    manifest["validate_seconds"] = round(time.monotonic() - started, 3)
+    share = manifest["rejected"] / max(1, extract_manifest["rows"])
+    log.info("%s.%s: %d valid, %d rejected (%.2f%%); quarantine: %s", destination, entity, manifest["valid"],
+             manifest["rejected"], share * 100, manifest["quarantine_path"])
+    if share > max_rejected_share:
+        raise RejectedShareExceeded(
+            f"{destination}.{entity}: {manifest['rejected']} of {extract_manifest['rows']} rows ({share:.1%}) failed "
+            f"the data-quality checks, above the {max_rejected_share:.1%} threshold. They are quarantined in "
+            f"{manifest['quarantine_path']}; fix the upstream, or raise the DAG param 'max_rejected_share'."
+        )
+    return manifest
+
+
+def _isna(value: Any) -> bool:
+    try:
+        import pandas as pd
+
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False

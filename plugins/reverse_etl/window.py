@@ -1,0 +1,53 @@
+"""The half-open time window ``[start, end)`` that a run syncs, from the data interval or the params."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from reverse_etl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Window:
+    start: dt.datetime
+    end: dt.datetime
+
+    def sql_literal(self, which: str) -> str:
+        """Naive UTC timestamp text, the form both DuckDB and PostgreSQL read in ``TIMESTAMP '...'``."""
+        value = getattr(self, which).astimezone(dt.UTC).replace(tzinfo=None)
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    def as_dict(self) -> dict:
+        return {"start": self.start.isoformat(), "end": self.end.isoformat()}
+
+
+def _parse(value: object, name: str) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        parsed = value
+    else:
+        try:
+            parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ConfigError(f"Param '{name}' = {value!r} is not an ISO date or date-time (2026-10-31).") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def resolve_window(params: dict, data_interval_start: object, data_interval_end: object) -> Window:
+    """Params ``window_start``/``window_end`` win (manual runs); else the run's data interval."""
+    start = params.get("window_start")
+    end = params.get("window_end")
+    if bool(start) != bool(end):
+        raise ConfigError("Set both params 'window_start' and 'window_end', or neither.")
+    if start:
+        window = Window(_parse(start, "window_start"), _parse(end, "window_end"))
+    else:
+        if data_interval_start is None or data_interval_end is None:
+            raise ConfigError("This run has no data interval: give params 'window_start' and 'window_end'.")
+        window = Window(_parse(data_interval_start, "data_interval_start"), _parse(data_interval_end, "data_interval_end"))
+    if window.end <= window.start:
+        raise ConfigError(
+            f"Empty window [{window.start.isoformat()}, {window.end.isoformat()}): the end must be after the "
+            "start (a zero-width interval extracts nothing; use CronDataIntervalTimetable)."
+        )
+    return window

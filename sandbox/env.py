@@ -1,0 +1,69 @@
+"""Environment for running the DAGs locally against the sandboxes: one place for demo, UI and tests.
+
+Everything is an environment variable, as in a real deployment: Airflow's own settings and one
+``AIRFLOW_CONN_*`` per connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SANDBOX_APP_ID = "sandbox-app-id"
+SANDBOX_APP_TOKEN = "sandbox-app-token"
+
+
+def conn_json(conn_type: str, **fields: object) -> str:
+    extra = fields.pop("extra", None)
+    body = {"conn_type": conn_type, **{k: v for k, v in fields.items() if v is not None}}
+    if extra:
+        body["extra"] = extra
+    return json.dumps(body)
+
+
+def airflow_env(home: Path) -> dict[str, str]:
+    """Airflow settings for a self-contained local install under ``home``."""
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "GX_ANALYTICS_ENABLED": "False",
+        "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO)]),
+        "RETL_STAGING_URL": (home / "retl" / "staging").as_uri(),
+    }
+
+
+def connections_env(
+    *,
+    warehouse: str,
+    state: str,
+    voucherify_url: str | None = None,
+    warehouse_type: str = "duckdb",
+    state_type: str = "sqlite",
+    voucherify_extra: dict | None = None,
+) -> dict[str, str]:
+    """``AIRFLOW_CONN_*`` for the warehouse, the state store and the vendor sandboxes."""
+    env = {}
+    if warehouse_type == "duckdb":
+        env["AIRFLOW_CONN_RETL_WAREHOUSE"] = conn_json("duckdb", host=warehouse)
+    else:
+        env["AIRFLOW_CONN_RETL_WAREHOUSE"] = warehouse  # a postgres:// URI
+    if state_type == "sqlite":
+        env["AIRFLOW_CONN_RETL_STATE"] = conn_json("sqlite", host=state)
+    else:
+        env["AIRFLOW_CONN_RETL_STATE"] = state
+    if voucherify_url:
+        env["AIRFLOW_CONN_VOUCHERIFY_DEFAULT"] = conn_json(
+            "http",
+            host=voucherify_url,
+            login=SANDBOX_APP_ID,
+            password=SANDBOX_APP_TOKEN,
+            extra={"requests_per_minute": 100, **(voucherify_extra or {})},
+        )
+    return env

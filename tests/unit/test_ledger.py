@@ -1,0 +1,43 @@
+from reverse_etl.ledger import (
+    DELETE, DELETED, DELIVERED, FAILED, IN_FLIGHT, PENDING, UPSERT, Ledger, Outcome, Planned, record_history,
+)
+
+
+def test_plan_deliver_resume_and_history(state_store):
+    ledger = Ledger("vendor", "customers", "run-1")
+    ledger.plan([Planned(str(i), UPSERT, f"h{i}", f'{{"id": {i}}}') for i in range(5)])
+    pages = list(ledger.iter_status(PENDING, 2))
+    assert [len(p) for p in pages] == [2, 2, 1]
+    assert [p.key for page in pages for p in page] == ["0", "1", "2", "3", "4"]
+
+    ledger.mark_in_flight(["0", "1"], "job-1")
+    assert {k: [p.key for p in v] for k, v in ledger.in_flight().items()} == {"job-1": ["0", "1"]}
+    ledger.apply([Outcome("0", DELIVERED), Outcome("1", FAILED, "bad email")])
+    assert ledger.in_flight() == {}
+    known = ledger.lookup(["0", "1", "2", "9"])
+    assert known["0"]["status"] == DELIVERED and known["0"]["delivered_hash"] == "h0"
+    assert known["1"]["status"] == FAILED
+    assert known["2"]["status"] == PENDING and "9" not in known
+
+    # A later run deletes record 0, which we delivered.
+    later = Ledger("vendor", "customers", "run-2")
+    later.plan([Planned("0", DELETE, None, None)])
+    later.apply([Outcome("0", DELETED)])
+    history = record_history("vendor", "customers", "0")
+    assert history["current"]["status"] == DELETED
+    assert [e["status"] for e in history["events"]] == [DELIVERED, DELETED]
+    assert record_history("vendor", "customers", "1")["events"][0]["detail"] == "bad email"
+
+
+def test_scopes_are_separate(state_store):
+    Ledger("a", "customers", "r").plan([Planned("1", UPSERT, "h", "{}")])
+    assert Ledger("b", "customers", "r").lookup(["1"]) == {}
+    assert IN_FLIGHT not in Ledger("a", "customers", "r").lookup(["1"])["1"]["status"]
+
+
+def test_rejected_records_are_kept_with_reason(state_store):
+    ledger = Ledger("vendor", "customers", "run-1")
+    ledger.mark_rejected([("7", "email must be a valid address when given on email: \"x@\"")])
+    history = record_history("vendor", "customers", "7")
+    assert history["current"]["status"] == "rejected"
+    assert "valid address" in history["current"]["error"]
