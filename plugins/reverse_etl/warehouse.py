@@ -77,7 +77,7 @@ class WarehouseHook(BaseHook):
         except duckdb.IOException as exc:
             raise ConfigError(f"Cannot open the DuckDB warehouse '{path}': {exc}") from exc
         try:
-            reader = con.execute(sql).fetch_record_batch(chunk_rows)
+            reader = con.sql(sql).to_arrow_reader(chunk_rows)
             yield from reader
         finally:
             con.close()

@@ -9,7 +9,7 @@ WITH changed AS (
 lines AS (
     SELECT
         i.order_id,
-        SUM(i.quantity * i.unit_price_cents) AS initial_amount,
+        CAST(SUM(i.quantity * i.unit_price_cents) AS BIGINT) AS initial_amount,
 {% if dialect == 'postgres' %}
         json_agg(json_build_object(
             'source_id', i.product_id, 'related_object', 'product', 'quantity', i.quantity,

@@ -45,7 +45,8 @@ class RequestStats:
 class VendorHttpHook(BaseHook):
     """Base of the HTTP vendor hooks. Connection extras (all optional):
 
-    ``requests_per_minute`` (vendor default), ``rate_window_seconds`` (60), ``timeout_seconds`` (30),
+    ``requests_per_minute`` (vendor default), ``rate_window_seconds`` (60: the sliding window the budget is
+    counted over, ``requests_per_minute * window / 60`` requests per window), ``timeout_seconds`` (30),
     ``max_transient_retries`` (5), ``backoff_base_seconds`` (2), ``backoff_max_seconds`` (60),
     ``max_throttle_wait_seconds`` (900), ``rate_limit_account`` (defaults to the connection id: connections
     that share one vendor account must name the same account to share one bucket).
@@ -103,10 +104,14 @@ class VendorHttpHook(BaseHook):
         return host.rstrip("/")
 
     def rate_spec(self) -> RateSpec:
-        return RateSpec(
-            limit=self.extra("requests_per_minute", self.default_requests_per_minute, int),
-            window_seconds=self.extra("rate_window_seconds", 60.0),
-        )
+        per_minute = self.extra("requests_per_minute", self.default_requests_per_minute)
+        window = self.extra("rate_window_seconds", 60.0)
+        if per_minute <= 0 or window <= 0:
+            raise ConfigError(
+                f"{self.vendor} connection '{self.vendor_conn_id}': requests_per_minute and rate_window_seconds "
+                "must be positive."
+            )
+        return RateSpec(limit=max(1, round(per_minute * window / 60)), window_seconds=window)
 
     @property
     def limiter(self) -> AccountLimiter:
