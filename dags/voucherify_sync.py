@@ -20,8 +20,9 @@ dag = build_sync_dag(
         Sync("orders", VoucherifyOrdersOperator, after=("customers", "products")),
     ],
     extra_params={
-        "historical_import": Param(False, type="boolean",
-                                   description="Send orders through /v1/orders/import (no events fire)."),
+        "historical_import": Param(
+            False, type="boolean", description="Send orders through /v1/orders/import (no events fire)."
+        ),
     },
     doc_md=__doc__,
 )

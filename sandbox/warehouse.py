@@ -3,7 +3,9 @@
 Builds a DuckDB file (and optionally copies it into PostgreSQL) that looks like a small
 marketing warehouse: customers from eleven countries, a product catalogue, orders and their
 lines, web events, coupons and referral contacts. The same seed, size and anchor always give
-the same data; no value depends on the wall clock.
+the same data; no value depends on the wall clock. Customers are generated in chunks of
+100,000 from their own random stream, so ``--only customers`` yields exactly the customers
+of the full build.
 
 Usage::
 
@@ -23,6 +25,7 @@ Tables (every table has ``updated_at TIMESTAMP NOT NULL`` and a nullable soft-de
 - ``orders`` (key ``order_id`` like 'O0000001'; 2 per customer): customer_id, status
   ('CREATED', 'PAID', 'CANCELED', 'FULFILLED'), currency of the customer's country,
   total_cents = sum(quantity * unit_price_cents) - discount_cents, coupon_code, ordered_at.
+  Amounts are in hundredths of the currency (JPY too), converted from EUR at fixed rates.
 - ``order_items`` (key ``order_id``, ``line_no``; 1..4 lines per order): product_id,
   quantity, unit_price_cents (order currency); shares its order's updated_at/deleted_at.
 - ``events`` (key ``event_id``, a UUID; 5 per customer): event_type ('page_view',
@@ -46,7 +49,9 @@ referral contacts (0.5% of coupons, 0.2% of events) are soft-deleted with
 Non-Latin text (Cyrillic for UA, Greek for GR, Chinese for CN, Japanese for JP) and
 apostrophes in names (O'Brien) are valid data, not defects.
 
-Injected defects (about 3% of customers, plus a few in other tables):
+Injected defects (about 3% of customers, 4% of products, 0.5% of orders, 3% of referral
+contacts; every kind has at least 2 rows per 100,000-customer chunk). A row carries at most
+one defect and is never soft-deleted:
 
 - ``invalid_email``: 'anna.nowak12@', 'anna.nowak12.wp.pl', 'an na.nowak12@wp.pl'
   (customers, referral_contacts).
@@ -149,7 +154,7 @@ CUSTOMER_DEFECTS = {
     "embedded_newline": 0.004,
     "embedded_quote": 0.003,
 }
-PRODUCT_DEFECTS = {
+PRODUCT_DEFECTS = {  # overlong_name and overlong_id are both recorded as overlong_field
     "negative_price": 0.01,
     "overlong_name": 0.006,
     "overlong_id": 0.004,
@@ -1161,21 +1166,15 @@ def _orders_chunk(
             "deleted_at": stamps["deleted_at"].take(line_index),
         },
     )
-    _coupons_chunk(
-        out,
-        seed,
-        rng,
-        customers,
-        anchor_us,
-        {
-            "codes": codes.filter(pa.array(discounted)),
-            "sets": set_index[discounted],
-            "buyers": buyer[discounted],
-            "updated": window.updated[discounted],
-            "ordered": ordered[discounted],
-            "next_seq": 3 * first_index + n,
-        },
+    redeemed = _Redeemed(
+        codes=codes.filter(pa.array(discounted)),
+        sets=set_index[discounted],
+        customer_ids=customers.ids[buyer[discounted]],
+        updated=window.updated[discounted],
+        ordered=ordered[discounted],
+        next_seq=3 * first_index + n,
     )
+    _coupons_chunk(out, seed, rng, customers, anchor_us, redeemed)
 
 
 def _coupon_codes(seed: int, sets: np.ndarray, seq: np.ndarray) -> pa.Array:
@@ -1184,39 +1183,56 @@ def _coupon_codes(seed: int, sets: np.ndarray, seq: np.ndarray) -> pa.Array:
     return _cat(prefixes, "-", _encode(_scramble(seq, 50, _salt(seed, 2)), 10, _BASE32))
 
 
+@dataclass
+class _Redeemed:
+    """Coupons used by a chunk's orders, and the first sequence number left for the other coupons."""
+
+    codes: pa.Array
+    sets: np.ndarray
+    customer_ids: np.ndarray
+    updated: np.ndarray
+    ordered: np.ndarray
+    next_seq: int
+
+
 def _coupons_chunk(
-    out: _Writer, seed: int, rng: np.random.Generator, customers: _Customers, anchor_us: int, redeemed: dict
+    out: _Writer,
+    seed: int,
+    rng: np.random.Generator,
+    customers: _Customers,
+    anchor_us: int,
+    redeemed: _Redeemed,
 ) -> None:
     """About one coupon per customer: the redeemed ones plus new and assigned codes."""
-    count = len(customers.ids)
-    extra = max(0, count - len(redeemed["codes"]))
+    count, used = len(customers.ids), len(redeemed.sets)
+    extra = max(0, count - used)
     window = _Window.draw(rng, extra, anchor_us, {})
     window.deleted = rng.random(extra) < 0.005
     sets = rng.integers(0, len(_COUPON_SETS), extra)
     assigned = rng.random(extra) < 0.6
     owner = np.where(assigned, customers.ids[rng.integers(0, count, extra)], 0)
-    codes = _coupon_codes(seed, sets, redeemed["next_seq"] + np.arange(extra))
-    all_sets = np.concatenate([redeemed["sets"], sets]) + 1
-    updated = np.concatenate([redeemed["updated"], window.updated])
+    codes = _coupon_codes(seed, sets, redeemed.next_seq + np.arange(extra))
+    all_sets = np.concatenate([redeemed.sets, sets]) + 1
+    updated = np.concatenate([redeemed.updated, window.updated])
     created = np.concatenate(
         [
-            redeemed["ordered"] - rng.integers(0, 60 * DAY_US, len(redeemed["sets"])),
+            redeemed.ordered - rng.integers(0, 60 * DAY_US, used),
             window.created(rng, anchor_us, 180 * DAY_US),
         ]
     )
-    deleted = np.concatenate([np.zeros(len(redeemed["sets"]), dtype=bool), window.deleted])
+    deleted = np.concatenate([np.zeros(used, dtype=bool), window.deleted])
     out.append(
         "coupons",
         {
-            "coupon_code": pa.concat_arrays([redeemed["codes"], codes]),
+            "coupon_code": pa.concat_arrays([redeemed.codes, codes]),
             "coupon_set_id": _numbered("CS", all_sets, 3),
             "customer_id": pa.array(
-                np.concatenate([customers.ids[redeemed["buyers"]], owner]),
-                mask=np.concatenate([np.zeros(len(redeemed["sets"]), dtype=bool), ~assigned]),
+                np.concatenate([redeemed.customer_ids, owner]),
+                mask=np.concatenate([np.zeros(used, dtype=bool), ~assigned]),
             ),
             "status": pa.concat_arrays(
                 [
-                    _const("REDEEMED", len(redeemed["sets"])),
+                    _const("REDEEMED", used),
                     pc.if_else(pa.array(assigned), "ASSIGNED", "NEW"),
                 ]
             ),
@@ -1241,6 +1257,7 @@ def _uuids(rng: np.random.Generator, n: int) -> pa.Array:
 def _events_chunk(
     out: _Writer, seed: int, chunk: int, customers: _Customers, catalog: _Catalog, anchor_us: int
 ) -> None:
+    """Web events; a session id groups a customer's events into one of four visits."""
     rng = _rng(seed, "events", chunk)
     n = 5 * len(customers.ids)
     who = rng.integers(0, len(customers.ids), n)
@@ -1365,10 +1382,10 @@ def build_duckdb(
             catalog = _products(out, seed, max(200, customers // 20), anchor_us)
         for chunk, first_index in enumerate(range(0, customers, CHUNK_ROWS)):
             count = min(CHUNK_ROWS, customers - first_index)
-            people = _customer_chunk(out, seed, chunk, first_index + 1, count, anchor_us)
+            chunk_customers = _customer_chunk(out, seed, chunk, first_index + 1, count, anchor_us)
             if only is None:
-                _orders_chunk(out, seed, chunk, first_index, people, catalog, anchor_us)
-                _events_chunk(out, seed, chunk, people, catalog, anchor_us)
+                _orders_chunk(out, seed, chunk, first_index, chunk_customers, catalog, anchor_us)
+                _events_chunk(out, seed, chunk, chunk_customers, catalog, anchor_us)
                 _referrals_chunk(out, seed, chunk, first_index, count, anchor_us)
         return {table: con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in tables}
     finally:

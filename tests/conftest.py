@@ -36,8 +36,12 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """A migrated Airflow metadata database for this session (SQLite under the session's AIRFLOW_HOME)."""
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, env=os.environ.copy(),
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        check=True,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+    )
     return _HOME
 
 
@@ -55,7 +59,9 @@ def warehouse(tmp_path_factory) -> Path:
 def state_store(tmp_path, monkeypatch) -> Path:
     """A fresh SQLite state store and rate-limit bucket file for one test."""
     path = tmp_path / "state.db"
-    monkeypatch.setenv("AIRFLOW_CONN_RETL_STATE", connections_env(warehouse="", state=str(path))["AIRFLOW_CONN_RETL_STATE"])
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_RETL_STATE", connections_env(warehouse="", state=str(path))["AIRFLOW_CONN_RETL_STATE"]
+    )
     monkeypatch.setenv("RETL_RATE_LIMIT_URL", f"sqlite:///{tmp_path / 'ratelimit.sqlite'}")
     return path
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, task
 
 
-
 def task_retries() -> int:
     """Airflow task retries of vendor tasks (``RETL_TASK_RETRIES``, default 3; the tests use 0)."""
     return int(os.environ.get("RETL_TASK_RETRIES", "3"))
@@ -34,20 +33,40 @@ def common_params(entities: list[str], max_rejected_share: float) -> dict:
     return {
         "dry_run": Param(False, type="boolean", description="Extract, validate and diff; send nothing."),
         "full_resync": Param(False, type="boolean", description="Send every valid row, even unchanged ones."),
-        "window_start": Param(None, type=["null", "string"],
-                              description="Manual window start (ISO date-time, UTC). Default: the data interval."),
+        "window_start": Param(
+            None,
+            type=["null", "string"],
+            description="Manual window start (ISO date-time, UTC). Default: the data interval.",
+        ),
         "window_end": Param(None, type=["null", "string"], description="Manual window end (exclusive)."),
-        "entities": Param(list(entities), type="array", items={"type": "string", "enum": list(entities)},
-                          description="Syncs to run; the others are skipped."),
-        "max_rejected_share": Param(max_rejected_share, type="number", minimum=0, maximum=1,
-                                    description="Fail validation when a larger share of rows is rejected."),
+        "entities": Param(
+            list(entities),
+            type="array",
+            items={"type": "string", "enum": list(entities)},
+            description="Syncs to run; the others are skipped.",
+        ),
+        "max_rejected_share": Param(
+            max_rejected_share,
+            type="number",
+            minimum=0,
+            maximum=1,
+            description="Fail validation when a larger share of rows is rejected.",
+        ),
     }
 
 
 def build_sync_dag(
-    *, dag_id: str, destination: str, syncs: list[Sync], vendor_conn_id: str, pool: str,
-    schedule: str = "0 3 * * *", max_rejected_share: float = 0.1, extra_params: dict | None = None,
-    doc_md: str | None = None, tags: list[str] | None = None,
+    *,
+    dag_id: str,
+    destination: str,
+    syncs: list[Sync],
+    vendor_conn_id: str,
+    pool: str,
+    schedule: str = "0 3 * * *",
+    max_rejected_share: float = 0.1,
+    extra_params: dict | None = None,
+    doc_md: str | None = None,
+    tags: list[str] | None = None,
 ) -> DAG:
     entities = [s.entity for s in syncs]
     with DAG(
@@ -71,10 +90,15 @@ def build_sync_dag(
         loads = {}
         for sync in syncs:
             with TaskGroup(group_id=sync.entity, tooltip=f"{destination}.{sync.entity}"):
-                extracted = task(task_id="extract", retries=min(1, task_retries()))(tasks.run_extract)(destination, sync.entity)
+                extracted = task(task_id="extract", retries=min(1, task_retries()))(tasks.run_extract)(
+                    destination, sync.entity
+                )
                 validated = task(task_id="validate", retries=0)(tasks.run_validate)(extracted)
                 loads[sync.entity] = sync.operator(
-                    task_id="load", manifest=validated, vendor_conn_id=vendor_conn_id, pool=pool,
+                    task_id="load",
+                    manifest=validated,
+                    vendor_conn_id=vendor_conn_id,
+                    pool=pool,
                     trigger_rule="none_failed",
                 )
                 validated >> loads[sync.entity]

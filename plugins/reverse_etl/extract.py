@@ -45,8 +45,15 @@ def render_sql(destination: str, entity: str, window: Window, dialect: str, **pa
 
 
 def extract(
-    *, destination: str, entity: str, window: Window, dag_id: str, run_id: str,
-    warehouse_conn_id: str | None = None, chunk_rows: int | None = None, sql_params: dict | None = None,
+    *,
+    destination: str,
+    entity: str,
+    window: Window,
+    dag_id: str,
+    run_id: str,
+    warehouse_conn_id: str | None = None,
+    chunk_rows: int | None = None,
+    sql_params: dict | None = None,
 ) -> dict:
     """Stream the delta into ``<staging>/<dag>/<run>/<entity>/extract.parquet``; return its manifest."""
     import pyarrow.compute as pc
@@ -80,9 +87,15 @@ def extract(
     rows = sink.rows if sink else 0
     if sink is None:
         out = None
-    log.info("%s.%s: extracted %d rows (%d deletes) for %s", destination, entity, rows, deletes, window.as_dict())
+    log.info(
+        "%s.%s: extracted %d rows (%d deletes) for %s", destination, entity, rows, deletes, window.as_dict()
+    )
     return {
-        "destination": destination, "entity": entity, "window": window.as_dict(),
-        "path": str(out) if out else None, "rows": rows, "deletes": deletes,
+        "destination": destination,
+        "entity": entity,
+        "window": window.as_dict(),
+        "path": str(out) if out else None,
+        "rows": rows,
+        "deletes": deletes,
         "seconds": round(time.monotonic() - started, 3),
     }

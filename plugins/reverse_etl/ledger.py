@@ -22,7 +22,12 @@ from reverse_etl import settings
 from reverse_etl.errors import ConfigError
 
 PENDING, IN_FLIGHT, DELIVERED, FAILED, REJECTED, DELETED = (
-    "pending", "in_flight", "delivered", "failed", "rejected", "deleted",
+    "pending",
+    "in_flight",
+    "delivered",
+    "failed",
+    "rejected",
+    "deleted",
 )
 UPSERT, DELETE = "upsert", "delete"
 _ENGINES: dict[str, Any] = {}
@@ -54,7 +59,8 @@ def _tables(metadata):
     from sqlalchemy import Column, DateTime, Index, Integer, String, Table, Text
 
     ledger = Table(
-        "sync_ledger", metadata,
+        "sync_ledger",
+        metadata,
         Column("destination", String(64), primary_key=True),
         Column("entity", String(64), primary_key=True),
         Column("record_key", String(255), primary_key=True),
@@ -72,7 +78,8 @@ def _tables(metadata):
         Index("ix_sync_ledger_status", "destination", "entity", "status", "record_key"),
     )
     events = Table(
-        "sync_events", metadata,
+        "sync_events",
+        metadata,
         Column("id", Integer, primary_key=True, autoincrement=True),
         Column("destination", String(64), nullable=False),
         Column("entity", String(64), nullable=False),
@@ -84,7 +91,8 @@ def _tables(metadata):
         Index("ix_sync_events_key", "destination", "entity", "record_key"),
     )
     runs = Table(
-        "sync_runs", metadata,
+        "sync_runs",
+        metadata,
         Column("id", Integer, primary_key=True, autoincrement=True),
         Column("dag_id", String(255), nullable=False),
         Column("run_id", String(255), nullable=False),
@@ -124,10 +132,16 @@ def state_store_url(conn_id: str | None = None) -> str:
         from sqlalchemy.engine import URL
 
         return URL.create(
-            "postgresql+psycopg2", username=conn.login or "postgres", password=conn.password or None,
-            host=conn.host or "127.0.0.1", port=conn.port or 5432, database=conn.schema or "postgres",
+            "postgresql+psycopg2",
+            username=conn.login or "postgres",
+            password=conn.password or None,
+            host=conn.host or "127.0.0.1",
+            port=conn.port or 5432,
+            database=conn.schema or "postgres",
         ).render_as_string(hide_password=False)
-    raise ConfigError(f"State store connection '{conn_id}' has type '{conn.conn_type}'; use sqlite or postgres.")
+    raise ConfigError(
+        f"State store connection '{conn_id}' has type '{conn.conn_type}'; use sqlite or postgres."
+    )
 
 
 def _engine(url: str):
@@ -192,8 +206,15 @@ class Ledger:
     def _log(self, conn, entries: Iterable[tuple[str, str, str | None]]) -> None:
         now = _now()
         rows = [
-            {"destination": self.destination, "entity": self.entity, "record_key": key, "run_id": self.run_id,
-             "status": status, "detail": detail, "at": now}
+            {
+                "destination": self.destination,
+                "entity": self.entity,
+                "record_key": key,
+                "run_id": self.run_id,
+                "status": status,
+                "detail": detail,
+                "at": now,
+            }
             for key, status, detail in entries
         ]
         if rows:
@@ -219,23 +240,56 @@ class Ledger:
         """Mark records ``pending`` with their payload: from here on some run will deliver them."""
         now = _now()
         rows = [
-            {"destination": self.destination, "entity": self.entity, "record_key": p.key, "operation": p.operation,
-             "status": PENDING, "payload_hash": p.payload_hash, "payload": p.payload, "error": None,
-             "vendor_ref": None, "attempts": 0, "first_run_id": self.run_id, "last_run_id": self.run_id,
-             "updated_at": now}
+            {
+                "destination": self.destination,
+                "entity": self.entity,
+                "record_key": p.key,
+                "operation": p.operation,
+                "status": PENDING,
+                "payload_hash": p.payload_hash,
+                "payload": p.payload,
+                "error": None,
+                "vendor_ref": None,
+                "attempts": 0,
+                "first_run_id": self.run_id,
+                "last_run_id": self.run_id,
+                "updated_at": now,
+            }
             for p in planned
         ]
         with self.engine.begin() as conn:
-            self._upsert(conn, rows, ["operation", "status", "payload_hash", "payload", "error", "vendor_ref",
-                                      "last_run_id", "updated_at"])
+            self._upsert(
+                conn,
+                rows,
+                [
+                    "operation",
+                    "status",
+                    "payload_hash",
+                    "payload",
+                    "error",
+                    "vendor_ref",
+                    "last_run_id",
+                    "updated_at",
+                ],
+            )
 
     def mark_rejected(self, rejected: list[tuple[str, str]]) -> None:
         """Record rows that failed the data-quality checks, with the readable reason."""
         now = _now()
         rows = [
-            {"destination": self.destination, "entity": self.entity, "record_key": key, "operation": UPSERT,
-             "status": REJECTED, "payload": None, "error": error, "attempts": 0, "first_run_id": self.run_id,
-             "last_run_id": self.run_id, "updated_at": now}
+            {
+                "destination": self.destination,
+                "entity": self.entity,
+                "record_key": key,
+                "operation": UPSERT,
+                "status": REJECTED,
+                "payload": None,
+                "error": error,
+                "attempts": 0,
+                "first_run_id": self.run_id,
+                "last_run_id": self.run_id,
+                "updated_at": now,
+            }
             for key, error in rejected
         ]
         with self.engine.begin() as conn:
@@ -252,7 +306,8 @@ class Ledger:
             query = (
                 select(t.c.record_key, t.c.operation, t.c.payload_hash, t.c.payload)
                 .where(self._scope() & (t.c.status == status) & (t.c.record_key > last))
-                .order_by(t.c.record_key).limit(batch_size)
+                .order_by(t.c.record_key)
+                .limit(batch_size)
             )
             with self.engine.connect() as conn:
                 rows = conn.execute(query).all()
@@ -267,12 +322,16 @@ class Ledger:
 
         t = self.ledger
         jobs: dict[str, list[Planned]] = {}
-        query = select(t.c.record_key, t.c.operation, t.c.payload_hash, t.c.payload, t.c.vendor_ref).where(
-            self._scope() & (t.c.status == IN_FLIGHT)
-        ).order_by(t.c.record_key)
+        query = (
+            select(t.c.record_key, t.c.operation, t.c.payload_hash, t.c.payload, t.c.vendor_ref)
+            .where(self._scope() & (t.c.status == IN_FLIGHT))
+            .order_by(t.c.record_key)
+        )
         with self.engine.connect() as conn:
             for r in conn.execute(query):
-                jobs.setdefault(r.vendor_ref, []).append(Planned(r.record_key, r.operation, r.payload_hash, r.payload))
+                jobs.setdefault(r.vendor_ref, []).append(
+                    Planned(r.record_key, r.operation, r.payload_hash, r.payload)
+                )
         return jobs
 
     def mark_in_flight(self, keys: list[str], vendor_ref: str) -> None:
@@ -283,7 +342,9 @@ class Ledger:
         with self.engine.begin() as conn:
             for i in range(0, len(keys), 1000):
                 conn.execute(
-                    update(t).where(self._scope() & t.c.record_key.in_(keys[i : i + 1000])).values(
+                    update(t)
+                    .where(self._scope() & t.c.record_key.in_(keys[i : i + 1000]))
+                    .values(
                         status=IN_FLIGHT, vendor_ref=vendor_ref, last_run_id=self.run_id, updated_at=_now()
                     )
                 )
@@ -300,8 +361,12 @@ class Ledger:
         with self.engine.begin() as conn:
             for status, items in by_status.items():
                 values: dict[str, Any] = {
-                    "status": status, "error": bindparam("b_error"), "last_run_id": self.run_id,
-                    "updated_at": now, "attempts": t.c.attempts + 1, "vendor_ref": None,
+                    "status": status,
+                    "error": bindparam("b_error"),
+                    "last_run_id": self.run_id,
+                    "updated_at": now,
+                    "attempts": t.c.attempts + 1,
+                    "vendor_ref": None,
                 }
                 if status == DELIVERED:
                     values.update(delivered_hash=t.c.payload_hash, payload=None)
@@ -309,19 +374,40 @@ class Ledger:
                     values.update(delivered_hash=None, payload=None)
                 elif status == FAILED:
                     values.update(payload=None)
-                stmt = update(t).where(self._scope() & (t.c.record_key == bindparam("b_key"))).values(**values)
+                stmt = (
+                    update(t).where(self._scope() & (t.c.record_key == bindparam("b_key"))).values(**values)
+                )
                 conn.execute(stmt, [{"b_key": o.key, "b_error": o.error} for o in items])
             self._log(conn, ((o.key, o.status, o.error) for o in outcomes if o.status != PENDING))
 
-    def record_run(self, *, dag_id: str, try_number: int | None, window: dict, dry_run: bool, status: str,
-                   started_at: dt.datetime, report: dict) -> None:
+    def record_run(
+        self,
+        *,
+        dag_id: str,
+        try_number: int | None,
+        window: dict,
+        dry_run: bool,
+        status: str,
+        started_at: dt.datetime,
+        report: dict,
+    ) -> None:
         with self.engine.begin() as conn:
-            conn.execute(self.runs.insert().values(
-                dag_id=dag_id, run_id=self.run_id, destination=self.destination, entity=self.entity,
-                try_number=try_number, window_start=window.get("start"), window_end=window.get("end"),
-                dry_run=int(dry_run), status=status, started_at=started_at, finished_at=_now(),
-                report=json.dumps(report, default=str),
-            ))
+            conn.execute(
+                self.runs.insert().values(
+                    dag_id=dag_id,
+                    run_id=self.run_id,
+                    destination=self.destination,
+                    entity=self.entity,
+                    try_number=try_number,
+                    window_start=window.get("start"),
+                    window_end=window.get("end"),
+                    dry_run=int(dry_run),
+                    status=status,
+                    started_at=started_at,
+                    finished_at=_now(),
+                    report=json.dumps(report, default=str),
+                )
+            )
 
 
 def record_history(destination: str, entity: str, key: str, url: str | None = None) -> dict:
@@ -330,12 +416,22 @@ def record_history(destination: str, entity: str, key: str, url: str | None = No
 
     engine, ledger, events, _ = _engine(url or state_store_url())
     with engine.connect() as conn:
-        current = conn.execute(select(ledger).where(
-            (ledger.c.destination == destination) & (ledger.c.entity == entity) & (ledger.c.record_key == key)
-        )).first()
-        history = conn.execute(select(events).where(
-            (events.c.destination == destination) & (events.c.entity == entity) & (events.c.record_key == key)
-        ).order_by(events.c.id)).all()
+        current = conn.execute(
+            select(ledger).where(
+                (ledger.c.destination == destination)
+                & (ledger.c.entity == entity)
+                & (ledger.c.record_key == key)
+            )
+        ).first()
+        history = conn.execute(
+            select(events)
+            .where(
+                (events.c.destination == destination)
+                & (events.c.entity == entity)
+                & (events.c.record_key == key)
+            )
+            .order_by(events.c.id)
+        ).all()
     return {
         "current": current._asdict() if current else None,
         "events": [row._asdict() for row in history],

@@ -99,6 +99,11 @@ class AccountLimiter:
         self._limiter.try_acquire(self.account, blocking=True)
         waited = time.monotonic() - started
         if waited > 5:
-            log.info("rate limit %s: waited %.1f s for a slot (%d per %.0f s)", self.account, waited,
-                     self.spec.limit, self.spec.window_seconds)
+            log.info(
+                "rate limit %s: waited %.1f s for a slot (%d per %.0f s)",
+                self.account,
+                waited,
+                self.spec.limit,
+                self.spec.window_seconds,
+            )
         return waited

@@ -9,8 +9,18 @@ from reverse_etl.window import resolve_window
 
 log = logging.getLogger(__name__)
 
-REPORT_COLUMNS = ("extracted", "valid", "rejected", "unchanged_skipped", "sent", "deleted", "failed", "requests",
-                  "throttled", "seconds")
+REPORT_COLUMNS = (
+    "extracted",
+    "valid",
+    "rejected",
+    "unchanged_skipped",
+    "sent",
+    "deleted",
+    "failed",
+    "requests",
+    "throttled",
+    "seconds",
+)
 
 
 def selected(params: dict, entity: str) -> bool:
@@ -34,8 +44,13 @@ def run_extract(destination: str, entity: str) -> dict:
     params = context["params"]
     skip_unless_selected(params, entity)
     window = resolve_window(params, context.get("data_interval_start"), context.get("data_interval_end"))
-    return extract(destination=destination, entity=entity, window=window, dag_id=context["dag"].dag_id,
-                   run_id=context["run_id"])
+    return extract(
+        destination=destination,
+        entity=entity,
+        window=window,
+        dag_id=context["dag"].dag_id,
+        run_id=context["run_id"],
+    )
 
 
 def run_validate(manifest: dict) -> dict:
@@ -46,8 +61,12 @@ def run_validate(manifest: dict) -> dict:
     context = get_current_context()
     params = context["params"]
     skip_unless_selected(params, manifest["entity"])
-    return validate(extract_manifest=manifest, dag_id=context["dag"].dag_id, run_id=context["run_id"],
-                    max_rejected_share=float(params.get("max_rejected_share", 0.1)))
+    return validate(
+        extract_manifest=manifest,
+        dag_id=context["dag"].dag_id,
+        run_id=context["run_id"],
+        max_rejected_share=float(params.get("max_rejected_share", 0.1)),
+    )
 
 
 def format_report(reports: list[dict]) -> str:
@@ -55,10 +74,15 @@ def format_report(reports: list[dict]) -> str:
     header = ["entity", *REPORT_COLUMNS]
     lines = [header]
     for report in reports:
-        lines.append([str(report.get("entity"))] + [
-            ("would send " + str(report.get("to_send", 0))) if col == "sent" and report.get("dry_run")
-            else str(report.get(col, "")) for col in REPORT_COLUMNS
-        ])
+        lines.append(
+            [str(report.get("entity"))]
+            + [
+                ("would send " + str(report.get("to_send", 0)))
+                if col == "sent" and report.get("dry_run")
+                else str(report.get(col, ""))
+                for col in REPORT_COLUMNS
+            ]
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)) for line in lines)
 

@@ -88,8 +88,12 @@ class SuiteRunner:
             for index in indexes:
                 value = frame.at[index, column] if isinstance(column, str) else None
                 failed.setdefault(int(index), []).append(
-                    {"expectation": config.type, "column": column, "value": _jsonable(value),
-                     "rule": (config.meta or {}).get("rule")}
+                    {
+                        "expectation": config.type,
+                        "column": column,
+                        "value": _jsonable(value),
+                        "rule": (config.meta or {}).get("rule"),
+                    }
                 )
         return failed
 
@@ -114,7 +118,9 @@ def describe(failures: list[dict]) -> str:
     parts = []
     for f in failures:
         label = f.get("rule") or f["expectation"]
-        parts.append(f"{label} on {f['column']}: {json.dumps(f['value'], ensure_ascii=False, default=str)[:120]}")
+        parts.append(
+            f"{label} on {f['column']}: {json.dumps(f['value'], ensure_ascii=False, default=str)[:120]}"
+        )
     return "; ".join(parts)
 
 
@@ -133,7 +139,9 @@ def superseded_rows(url: str, key: str = "_key", updated: str = "_updated_at") -
             con.register_filesystem(path.fs)
         source = str(path) if path.protocol not in ("", "file", "local") else path.path
         names = {r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [source]).fetchall()}
-        order = f"{updated} DESC NULLS LAST, file_row_number DESC" if updated in names else "file_row_number DESC"
+        order = (
+            f"{updated} DESC NULLS LAST, file_row_number DESC" if updated in names else "file_row_number DESC"
+        )
         rows = con.execute(
             f"""
             WITH t AS (SELECT {key} AS k, * FROM read_parquet(?, file_row_number = true) WHERE {key} IS NOT NULL),
@@ -148,8 +156,14 @@ def superseded_rows(url: str, key: str = "_key", updated: str = "_updated_at") -
     return {int(pos): str(k) for pos, k in rows}
 
 
-def validate(*, extract_manifest: dict, dag_id: str, run_id: str, max_rejected_share: float,
-             chunk_rows: int | None = None) -> dict:
+def validate(
+    *,
+    extract_manifest: dict,
+    dag_id: str,
+    run_id: str,
+    max_rejected_share: float,
+    chunk_rows: int | None = None,
+) -> dict:
     """Split the extracted rows into valid and quarantined; return the manifest for the load."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -181,20 +195,37 @@ def validate(*, extract_manifest: dict, dag_id: str, run_id: str, max_rejected_s
                 for position, key in superseded.items():
                     if offset <= position < offset + len(frame):
                         failures.setdefault(position, []).append(
-                            {"expectation": "unique_key", "column": "_key", "value": key,
-                             "rule": "duplicate key: superseded by a newer row with the same key"}
+                            {
+                                "expectation": "unique_key",
+                                "column": "_key",
+                                "value": key,
+                                "rule": "duplicate key: superseded by a newer row with the same key",
+                            }
                         )
                 for position in frame.index[frame["_key"].isna()]:
-                    failures.setdefault(int(position), [{"expectation": KEY_NOT_NULL["type"], "column": "_key",
-                                                         "value": None, "rule": None}])
+                    failures.setdefault(
+                        int(position),
+                        [
+                            {
+                                "expectation": KEY_NOT_NULL["type"],
+                                "column": "_key",
+                                "value": None,
+                                "rule": None,
+                            }
+                        ],
+                    )
                 rejected_for_ledger = []
                 for position in sorted(failures):
                     row = frame.loc[position]
                     reasons = failures[position]
-                    quarantine.write({
-                        "record_key": _jsonable(row["_key"]), "reason": describe(reasons), "failures": reasons,
-                        "row": {c: _jsonable(row[c]) for c in frame.columns},
-                    })
+                    quarantine.write(
+                        {
+                            "record_key": _jsonable(row["_key"]),
+                            "reason": describe(reasons),
+                            "failures": reasons,
+                            "row": {c: _jsonable(row[c]) for c in frame.columns},
+                        }
+                    )
                     if row["_key"] is not None and position not in superseded and not _isna(row["_key"]):
                         rejected_for_ledger.append((str(row["_key"]), describe(reasons)))
                 if rejected_for_ledger:
@@ -217,13 +248,20 @@ def validate(*, extract_manifest: dict, dag_id: str, run_id: str, max_rejected_s
     manifest["valid_deletes"] = 0
     if valid_sink and valid_sink.rows:
         manifest["valid_deletes"] = sum(
-            int(pc.sum(b.column("_deleted")).as_py() or 0) for b in iter_parquet(manifest["valid_path"], chunk_rows,
-                                                                                   columns=["_deleted"])
+            int(pc.sum(b.column("_deleted")).as_py() or 0)
+            for b in iter_parquet(manifest["valid_path"], chunk_rows, columns=["_deleted"])
         )
     manifest["validate_seconds"] = round(time.monotonic() - started, 3)
     share = manifest["rejected"] / max(1, extract_manifest["rows"])
-    log.info("%s.%s: %d valid, %d rejected (%.2f%%); quarantine: %s", destination, entity, manifest["valid"],
-             manifest["rejected"], share * 100, manifest["quarantine_path"])
+    log.info(
+        "%s.%s: %d valid, %d rejected (%.2f%%); quarantine: %s",
+        destination,
+        entity,
+        manifest["valid"],
+        manifest["rejected"],
+        share * 100,
+        manifest["quarantine_path"],
+    )
     if share > max_rejected_share:
         raise RejectedShareExceeded(
             f"{destination}.{entity}: {manifest['rejected']} of {extract_manifest['rows']} rows ({share:.1%}) failed "

@@ -65,7 +65,9 @@ class WarehouseHook(BaseHook):
         conn = self.connection
         path = conn.extra_dejson.get("path") or conn.host
         if not path:
-            raise ConfigError(f"Warehouse connection '{self.warehouse_conn_id}' needs the DuckDB file in 'host'.")
+            raise ConfigError(
+                f"Warehouse connection '{self.warehouse_conn_id}' needs the DuckDB file in 'host'."
+            )
         return path
 
     def _stream_duckdb(self, sql: str, chunk_rows: int) -> Iterator[pa.RecordBatch]:
@@ -118,8 +120,16 @@ class WarehouseHook(BaseHook):
 
 # PostgreSQL type OIDs -> Arrow types; anything else travels as text.
 _PG_TYPES = {
-    16: "bool", 20: "int64", 21: "int64", 23: "int64", 700: "float64", 701: "float64", 1700: "float64",
-    1082: "date32", 1114: "timestamp", 1184: "timestamptz",
+    16: "bool",
+    20: "int64",
+    21: "int64",
+    23: "int64",
+    700: "float64",
+    701: "float64",
+    1700: "float64",
+    1082: "date32",
+    1114: "timestamp",
+    1184: "timestamptz",
 }
 
 
@@ -143,7 +153,9 @@ def _record_batch(schema: pa.Schema, columns: list) -> pa.RecordBatch:
     arrays = []
     for field, values in zip(schema, columns, strict=True):
         if pa.types.is_string(field.type):
-            values = [None if v is None else (v.isoformat() if isinstance(v, dt.date) else str(v)) for v in values]
+            values = [
+                None if v is None else (v.isoformat() if isinstance(v, dt.date) else str(v)) for v in values
+            ]
         elif pa.types.is_floating(field.type):
             values = [None if v is None else float(v) for v in values]
         arrays.append(pa.array(values, type=field.type))

@@ -29,7 +29,9 @@ def _parse(value: object, name: str) -> dt.datetime:
         try:
             parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
         except ValueError as exc:
-            raise ConfigError(f"Param '{name}' = {value!r} is not an ISO date or date-time (2026-10-31).") from exc
+            raise ConfigError(
+                f"Param '{name}' = {value!r} is not an ISO date or date-time (2026-10-31)."
+            ) from exc
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
@@ -44,7 +46,9 @@ def resolve_window(params: dict, data_interval_start: object, data_interval_end:
     else:
         if data_interval_start is None or data_interval_end is None:
             raise ConfigError("This run has no data interval: give params 'window_start' and 'window_end'.")
-        window = Window(_parse(data_interval_start, "data_interval_start"), _parse(data_interval_end, "data_interval_end"))
+        window = Window(
+            _parse(data_interval_start, "data_interval_start"), _parse(data_interval_end, "data_interval_end")
+        )
     if window.end <= window.start:
         raise ConfigError(
             f"Empty window [{window.start.isoformat()}, {window.end.isoformat()}): the end must be after the "

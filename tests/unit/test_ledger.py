@@ -1,5 +1,15 @@
 from reverse_etl.ledger import (
-    DELETE, DELETED, DELIVERED, FAILED, IN_FLIGHT, PENDING, UPSERT, Ledger, Outcome, Planned, record_history,
+    DELETE,
+    DELETED,
+    DELIVERED,
+    FAILED,
+    IN_FLIGHT,
+    PENDING,
+    UPSERT,
+    Ledger,
+    Outcome,
+    Planned,
+    record_history,
 )
 
 
@@ -37,7 +47,7 @@ def test_scopes_are_separate(state_store):
 
 def test_rejected_records_are_kept_with_reason(state_store):
     ledger = Ledger("vendor", "customers", "run-1")
-    ledger.mark_rejected([("7", "email must be a valid address when given on email: \"x@\"")])
+    ledger.mark_rejected([("7", 'email must be a valid address when given on email: "x@"')])
     history = record_history("vendor", "customers", "7")
     assert history["current"]["status"] == "rejected"
     assert "valid address" in history["current"]["error"]

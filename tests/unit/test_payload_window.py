@@ -9,13 +9,24 @@ from reverse_etl.window import resolve_window
 
 def test_row_to_payload_nests_drops_meta_and_nulls():
     row = {
-        "_key": "1", "_deleted": False, "source_id": "1", "email": None, "address__city": "Kraków",
-        "address__line_1": None, "metadata__points": 3, "birthdate": dt.date(1990, 4, 5),
-        "created_at": dt.datetime(2026, 1, 2, 3, 4, 5), "items__json": '[{"quantity": 2}]',
+        "_key": "1",
+        "_deleted": False,
+        "source_id": "1",
+        "email": None,
+        "address__city": "Kraków",
+        "address__line_1": None,
+        "metadata__points": 3,
+        "birthdate": dt.date(1990, 4, 5),
+        "created_at": dt.datetime(2026, 1, 2, 3, 4, 5),
+        "items__json": '[{"quantity": 2}]',
     }
     assert row_to_payload(row) == {
-        "source_id": "1", "address": {"city": "Kraków"}, "metadata": {"points": 3}, "birthdate": "1990-04-05",
-        "created_at": "2026-01-02T03:04:05Z", "items": [{"quantity": 2}],
+        "source_id": "1",
+        "address": {"city": "Kraków"},
+        "metadata": {"points": 3},
+        "birthdate": "1990-04-05",
+        "created_at": "2026-01-02T03:04:05Z",
+        "items": [{"quantity": 2}],
     }
 
 
@@ -25,8 +36,11 @@ def test_payload_hash_ignores_key_order_but_not_values():
 
 
 def test_window_from_params_wins_over_data_interval():
-    window = resolve_window({"window_start": "2026-10-01", "window_end": "2026-10-03T00:00:00Z"},
-                            dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
+    window = resolve_window(
+        {"window_start": "2026-10-01", "window_end": "2026-10-03T00:00:00Z"},
+        dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        dt.datetime(2026, 1, 2, tzinfo=dt.UTC),
+    )
     assert window.sql_literal("start") == "2026-10-01 00:00:00.000000"
     assert window.sql_literal("end") == "2026-10-03 00:00:00.000000"
 
@@ -34,7 +48,7 @@ def test_window_from_params_wins_over_data_interval():
 def test_window_from_data_interval_and_clear_errors():
     start = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)
     assert resolve_window({}, start, start + dt.timedelta(days=1)).start == start
-    with pytest.raises(ConfigError, match="zero-width|must be after"):
+    with pytest.raises(ConfigError, match=r"zero-width|must be after"):
         resolve_window({}, start, start)
     with pytest.raises(ConfigError, match="both"):
         resolve_window({"window_start": "2026-10-01"}, None, None)

@@ -202,7 +202,9 @@ class VendorHttpHook(BaseHook):
                 if status in ok:
                     pause = self.pause_hint(response)
                     if pause > 0:
-                        log.info("%s: budget spent, pausing %.1f s until the window resets", self.vendor, pause)
+                        log.info(
+                            "%s: budget spent, pausing %.1f s until the window resets", self.vendor, pause
+                        )
                         self.stats.throttle_wait_seconds += pause
                         time.sleep(pause)
                     return response
@@ -219,8 +221,16 @@ class VendorHttpHook(BaseHook):
                     f"and the connection '{self.vendor_conn_id}'."
                 )
             delay = self._backoff(failures)
-            log.warning("%s %s %s: %s; retry %d/%d in %.1f s", self.vendor, method, path, problem, failures,
-                        max_retries, delay)
+            log.warning(
+                "%s %s %s: %s; retry %d/%d in %.1f s",
+                self.vendor,
+                method,
+                path,
+                problem,
+                failures,
+                max_retries,
+                delay,
+            )
             time.sleep(delay)
 
     def _raise_for(self, method: str, path: str, response) -> None:
@@ -234,7 +244,8 @@ class VendorHttpHook(BaseHook):
             raise VendorAuthError(
                 f"{self.vendor} refused the credentials of connection '{self.vendor_conn_id}' on {method} {path}: "
                 f"{message}. Check the connection's login/password (and the account's permissions).",
-                status=status, body=body,
+                status=status,
+                body=body,
             )
         if status == 404:
             raise VendorNotFound(f"{self.vendor} {method} {path}: {message}", status=status, body=body)

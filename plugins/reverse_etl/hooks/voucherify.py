@@ -45,7 +45,10 @@ class VoucherifyHook(VendorHttpHook):
             return f"HTTP {response.status_code}: {response.text[:300]}"
         if not isinstance(body, dict):
             return f"HTTP {response.status_code}: {str(body)[:300]}"
-        parts = [f"{body.get('code', response.status_code)} {body.get('key', '')}".strip(), body.get("message", "")]
+        parts = [
+            f"{body.get('code', response.status_code)} {body.get('key', '')}".strip(),
+            body.get("message", ""),
+        ]
         if body.get("details"):
             parts.append(f"({body['details']})")
         if body.get("request_id"):

@@ -82,9 +82,18 @@ class SyncLoadOperator(BaseOperator):
         ledger = Ledger(self.destination, self.entity, context["run_id"])
         hook = self.hook_class(self.vendor_conn_id)
         counts = {
-            "extracted": manifest.get("rows", 0), "valid": manifest.get("valid", 0),
-            "rejected": manifest.get("rejected", 0), "unchanged_skipped": 0, "to_send": 0, "to_delete": 0,
-            "delete_not_ours": 0, "carried_over": 0, "sent": 0, "deleted": 0, "failed": 0, "resumed_jobs": 0,
+            "extracted": manifest.get("rows", 0),
+            "valid": manifest.get("valid", 0),
+            "rejected": manifest.get("rejected", 0),
+            "unchanged_skipped": 0,
+            "to_send": 0,
+            "to_delete": 0,
+            "delete_not_ours": 0,
+            "carried_over": 0,
+            "sent": 0,
+            "deleted": 0,
+            "failed": 0,
+            "resumed_jobs": 0,
         }
         if not dry_run:
             self._resume_jobs(hook, ledger, counts)
@@ -92,26 +101,40 @@ class SyncLoadOperator(BaseOperator):
         if not dry_run:
             self._deliver(hook, ledger, counts, context)
         report = {
-            "destination": self.destination, "entity": self.entity, "dry_run": dry_run,
-            "window": manifest.get("window"), **counts, **hook.stats.as_dict(),
-            "quarantine": manifest.get("quarantine_path"), "seconds": round(time.monotonic() - started, 3),
+            "destination": self.destination,
+            "entity": self.entity,
+            "dry_run": dry_run,
+            "window": manifest.get("window"),
+            **counts,
+            **hook.stats.as_dict(),
+            "quarantine": manifest.get("quarantine_path"),
+            "seconds": round(time.monotonic() - started, 3),
         }
         ledger.record_run(
-            dag_id=context["dag"].dag_id, try_number=getattr(context.get("ti"), "try_number", None),
-            window=manifest.get("window") or {}, dry_run=dry_run, status="success", started_at=started_at,
+            dag_id=context["dag"].dag_id,
+            try_number=getattr(context.get("ti"), "try_number", None),
+            window=manifest.get("window") or {},
+            dry_run=dry_run,
+            status="success",
+            started_at=started_at,
             report=report,
         )
         log.info("%s.%s report: %s", self.destination, self.entity, json.dumps(report, default=str))
         return report
 
-    def _plan(self, ledger: Ledger, manifest: dict, counts: dict, context: Any, *, dry_run: bool,
-              full_resync: bool) -> None:
+    def _plan(
+        self, ledger: Ledger, manifest: dict, counts: dict, context: Any, *, dry_run: bool, full_resync: bool
+    ) -> None:
         """Decide per valid row: unchanged (skip), upsert or delete; persist the plan unless dry run."""
         from reverse_etl.staging import JsonLinesSink, as_path, iter_parquet
 
         if not manifest.get("valid_path"):
             return
-        preview = JsonLinesSink(as_path(manifest["valid_path"]).parent / "dry_run_payloads.jsonl") if dry_run else None
+        preview = (
+            JsonLinesSink(as_path(manifest["valid_path"]).parent / "dry_run_payloads.jsonl")
+            if dry_run
+            else None
+        )
         try:
             for batch in iter_parquet(manifest["valid_path"], settings.chunk_rows()):
                 rows = batch.to_pylist()
@@ -129,7 +152,11 @@ class SyncLoadOperator(BaseOperator):
                         continue
                     payload = self.build_payload(row, context)
                     digest = payload_hash(payload)
-                    if not full_resync and state.get("status") == DELIVERED and state.get("delivered_hash") == digest:
+                    if (
+                        not full_resync
+                        and state.get("status") == DELIVERED
+                        and state.get("delivered_hash") == digest
+                    ):
                         counts["unchanged_skipped"] += 1
                         continue
                     counts["to_send"] += 1
@@ -142,19 +169,34 @@ class SyncLoadOperator(BaseOperator):
             if preview is not None:
                 preview.close()
                 counts["dry_run_payloads"] = str(preview.path)
-        log.info("%s.%s plan: %d to send, %d to delete, %d unchanged", self.destination, self.entity,
-                 counts["to_send"], counts["to_delete"], counts["unchanged_skipped"])
+        log.info(
+            "%s.%s plan: %d to send, %d to delete, %d unchanged",
+            self.destination,
+            self.entity,
+            counts["to_send"],
+            counts["to_delete"],
+            counts["unchanged_skipped"],
+        )
 
     def _resume_jobs(self, hook: Any, ledger: Ledger, counts: dict) -> None:
         """Poll vendor jobs a previous try started: their records must not be sent again."""
         for job_ref, batch in ledger.in_flight().items():
             counts["resumed_jobs"] += 1
-            log.info("%s.%s: resuming vendor job %s (%d records)", self.destination, self.entity, job_ref, len(batch))
+            log.info(
+                "%s.%s: resuming vendor job %s (%d records)",
+                self.destination,
+                self.entity,
+                job_ref,
+                len(batch),
+            )
             try:
                 outcomes = self.collect(hook, job_ref, batch)
             except VendorNotFound:
-                log.warning("vendor job %s is unknown to the vendor: its %d records go back to pending",
-                            job_ref, len(batch))
+                log.warning(
+                    "vendor job %s is unknown to the vendor: its %d records go back to pending",
+                    job_ref,
+                    len(batch),
+                )
                 ledger.plan(batch)
                 continue
             self._apply(ledger, outcomes, counts)
@@ -174,8 +216,15 @@ class SyncLoadOperator(BaseOperator):
                 done += len(deletes[i : i + limit])
             if time.monotonic() - last_log > 10:
                 last_log = time.monotonic()
-                log.info("%s.%s: %d/%d records answered (%d requests, %d 429s so far)", self.destination,
-                         self.entity, done, total, hook.stats.requests, hook.stats.throttled)
+                log.info(
+                    "%s.%s: %d/%d records answered (%d requests, %d 429s so far)",
+                    self.destination,
+                    self.entity,
+                    done,
+                    total,
+                    hook.stats.requests,
+                    hook.stats.throttled,
+                )
         counts["carried_over"] = max(0, done - total)
 
     def _batches(self, records: list[Planned], limit: int):
@@ -202,8 +251,12 @@ class SyncLoadOperator(BaseOperator):
             if len(batch) == 1:
                 return [Outcome(batch[0].key, FAILED, str(exc))]
             middle = len(batch) // 2
-            log.warning("%s.%s: batch of %d refused (%s); splitting", self.destination, self.entity, len(batch), exc)
-            return self._send(hook, ledger, batch[:middle], context) + self._send(hook, ledger, batch[middle:], context)
+            log.warning(
+                "%s.%s: batch of %d refused (%s); splitting", self.destination, self.entity, len(batch), exc
+            )
+            return self._send(hook, ledger, batch[:middle], context) + self._send(
+                hook, ledger, batch[middle:], context
+            )
         if isinstance(result, str):
             ledger.mark_in_flight([p.key for p in batch], result)
             return self.collect(hook, result, batch)
@@ -218,4 +271,6 @@ class SyncLoadOperator(BaseOperator):
                 counts["deleted"] += 1
             elif outcome.status == FAILED:
                 counts["failed"] += 1
-                log.warning("%s.%s record %s failed: %s", self.destination, self.entity, outcome.key, outcome.error)
+                log.warning(
+                    "%s.%s record %s failed: %s", self.destination, self.entity, outcome.key, outcome.error
+                )

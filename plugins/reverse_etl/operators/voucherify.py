@@ -28,8 +28,12 @@ def _action_outcomes(action: dict, batch: list[Planned]) -> list[Outcome]:
             errors[str(source_id)] = text or "rejected by Voucherify"
     if action.get("status") == "FAILED" and not errors:
         message = result.get("message") or "async action FAILED"
-        return [Outcome(p.key, FAILED, f"Voucherify async action {action.get('id')}: {message}") for p in batch]
-    return [Outcome(p.key, FAILED, errors[p.key]) if p.key in errors else Outcome(p.key, DELIVERED) for p in batch]
+        return [
+            Outcome(p.key, FAILED, f"Voucherify async action {action.get('id')}: {message}") for p in batch
+        ]
+    return [
+        Outcome(p.key, FAILED, errors[p.key]) if p.key in errors else Outcome(p.key, DELIVERED) for p in batch
+    ]
 
 
 class _VoucherifyLoad(SyncLoadOperator):
@@ -85,8 +89,8 @@ class VoucherifyOrdersOperator(_VoucherifyLoad):
     entity = "orders"
 
     def batch_limit(self, context: Any) -> int:
-        # Live orders go one request each: answers are recorded every 25 so a killed task resends few.
-        return 2000 if context["params"].get("historical_import") else 25
+        # Live orders cost one request each: record every answer, so a killed task resends at most one.
+        return 2000 if context["params"].get("historical_import") else 1
 
     def send_upserts(self, hook: VoucherifyHook, batch: list[Planned], context: Any) -> list[Outcome] | str:
         if context["params"].get("historical_import"):

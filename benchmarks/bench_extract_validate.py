@@ -1,0 +1,450 @@
+"""Benchmark: the engine's real extract + validate of ``voucherify.customers`` at several warehouse sizes.
+
+What is measured
+    For each size (customers in the sample warehouse,
+    ``sandbox.warehouse.build_duckdb(..., only="customers")``) one fresh Python process runs
+    ``reverse_etl.extract.extract`` and then ``reverse_etl.validate.validate`` (``max_rejected_share=1.0``)
+    over the FULL window [2026-10-01, 2026-11-01), which holds every row, with the engine's default chunk
+    size (``RETL_CHUNK_ROWS``, 50,000 unless ``--chunk-rows`` says otherwise). Staging (Parquet files,
+    quarantine JSONL) and the SQLite state store (ledger rows of rejected records) live in a temporary
+    AIRFLOW_HOME set up as ``sandbox/env.py`` does; it is removed at the end.
+
+    Per size the child process reports
+      * extract s / validate s: wall seconds of each call (the engine's own ``seconds`` / ``validate_seconds``
+        are shown beside them);
+      * rows/s: rows / (extract s + validate s), i.e. extract + validate + staging together;
+      * peak RSS: ``getrusage(RUSAGE_SELF).ru_maxrss`` at the end (Linux: KiB; shown in MiB);
+      * baseline: the same figure right after importing everything (pandas, pyarrow, duckdb, Great
+        Expectations, Airflow's SDK, the engine), so that *peak over baseline* is what the data cost;
+      * a breakdown of validate: Great Expectations setup, GX per chunk, the DuckDB duplicate-key pass, the
+        quarantine writes, the ledger writes, the Parquet writes, and "other" (pandas conversion and the
+        per-row Python work of ``validate()`` itself).
+    Light wrappers around those functions time them and print progress; they do not change what runs.
+
+How to read it
+    Flat memory means peak-over-baseline does not grow with the number of rows: the ratio between the largest
+    and the smallest size should be about 1 (streaming in chunks), whereas a ratio near the size ratio (10 for
+    100k vs 1M) would mean something holds the whole delta in memory. rows/s should stay about the same
+    across sizes; if it falls with size, some step is worse than linear.
+
+    .venv/bin/python benchmarks/bench_extract_validate.py [--sizes 100000,1000000] [--chunk-rows 50000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WINDOW_START = "2026-10-01T00:00:00+00:00"
+WINDOW_END = "2026-11-01T00:00:00+00:00"
+DESTINATION, ENTITY = "voucherify", "customers"
+MIB = 1024.0  # ru_maxrss is in KiB on Linux
+
+
+def _paths() -> None:
+    for path in (str(REPO / "plugins"), str(REPO)):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+
+
+def _say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------- parent
+def warehouse_for(size: int, seed: int, cache: Path, rebuild: bool) -> Path:
+    """The cached sample warehouse of ``size`` customers, built (in a subprocess) when missing."""
+    path = cache / f"customers-{size}-seed{seed}.duckdb"
+    if path.exists() and not rebuild:
+        _say(f"size {size:,}: reusing {path}")
+        return path
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = cache / f"customers-{size}-seed{seed}.partial.duckdb"
+    _say(f"size {size:,}: building {path} (only customers) ...")
+    started = time.monotonic()
+    # A subprocess keeps this parent small: a child started from a big parent may inherit its peak RSS.
+    subprocess.run(
+        [sys.executable, "-m", "sandbox.warehouse", "--path", str(partial), "--customers", str(size),
+         "--seed", str(seed), "--only", "customers"],
+        cwd=REPO, check=True, stdout=subprocess.DEVNULL,
+    )
+    Path(f"{partial}.wal").unlink(missing_ok=True)
+    os.replace(partial, path)
+    _say(f"size {size:,}: built in {time.monotonic() - started:.1f} s")
+    return path
+
+
+def run_size(size: int, warehouse: Path, root: Path, args: argparse.Namespace) -> dict:
+    """One size in a fresh interpreter, with its own AIRFLOW_HOME, staging folder and state store."""
+    from sandbox.env import airflow_env, connections_env
+
+    home = root / f"size-{size}"
+    home.mkdir(parents=True)
+    env = os.environ.copy()
+    env.update(airflow_env(home))
+    env.update(connections_env(warehouse=str(warehouse), state=str(home / "state.db")))
+    env["RETL_RATE_LIMIT_URL"] = f"sqlite:///{home / 'ratelimit.sqlite'}"
+    if args.chunk_rows:
+        env["RETL_CHUNK_ROWS"] = str(args.chunk_rows)
+    else:
+        env.pop("RETL_CHUNK_ROWS", None)  # the engine's default
+    result_path = home / "result.json"
+    spec = {"size": size, "result": str(result_path), "warehouse": str(warehouse), "profile": args.profile,
+            "verbose": args.verbose}
+    _say(f"size {size:,}: child process starting (AIRFLOW_HOME={home})")
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
+                            cwd=REPO, env=env)
+    try:
+        code = proc.wait(timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return {"size": size, "error": f"timed out after {args.timeout:.0f} s"}
+    if code != 0 or not result_path.exists():
+        return {"size": size, "error": f"child exited with {code}"}
+    result = json.loads(result_path.read_text())
+    result["child_wall_s"] = round(time.monotonic() - started, 2)
+    return result
+
+
+def print_report(results: list[dict], chunk_rows: int | None) -> None:
+    ok = [r for r in results if "error" not in r]
+    print()
+    print(f"extract + validate, voucherify.customers, full window [{WINDOW_START[:10]}, {WINDOW_END[:10]}), "
+          f"chunk rows {ok[0]['chunk_rows'] if ok else chunk_rows or 'default'}")
+    header = (f"{'size':>10} {'rows':>10} {'extract s':>10} {'validate s':>11} {'rows/s':>9} "
+              f"{'peak RSS MB':>12} {'baseline MB':>12} {'peak-over-baseline MB':>22}")
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        if "error" in r:
+            print(f"{r['size']:>10,} ERROR: {r['error']}")
+            continue
+        print(f"{r['size']:>10,} {r['rows']:>10,} {r['extract_s']:>10.2f} {r['validate_s']:>11.2f} "
+              f"{r['rows_per_s']:>9,.0f} {r['peak_kb'] / MIB:>12.1f} {r['baseline_kb'] / MIB:>12.1f} "
+              f"{(r['peak_kb'] - r['baseline_kb']) / MIB:>22.1f}")
+    print()
+    print("details per size (engine-reported seconds, peak after extract, validate breakdown in seconds):")
+    for r in ok:
+        b = r["validate_breakdown"]
+        print(f"  {r['size']:>9,}: engine extract {r['engine_extract_s']:.2f} s, engine validate "
+              f"{r['engine_validate_s']:.2f} s; valid {r['valid']:,}, rejected {r['rejected']:,} "
+              f"({r['rejected_share'] * 100:.2f}%), deletes {r['deletes']:,}; "
+              f"warehouse rows {r['warehouse_rows']:,}")
+        print(f"  {'':>9}  peak RSS after extract {r['peak_after_extract_kb'] / MIB:.1f} MB "
+              f"(+{(r['peak_after_extract_kb'] - r['baseline_kb']) / MIB:.1f} over baseline); "
+              f"VmHWM {r['vmhwm_kb'] / MIB:.1f} MB; staged files {r['staged_mb']:.1f} MB")
+        print(f"  {'':>9}  validate: GX setup {b['gx_setup']:.2f}, GX chunks {b['gx_chunks']:.2f} "
+              f"({b['chunks']} chunks), duplicate-key pass {b['dedupe']:.2f}, quarantine writes "
+              f"{b['quarantine_write']:.2f}, ledger {b['ledger']:.2f}, parquet writes "
+              f"{b['parquet_write']:.2f}, other {b['other']:.2f}")
+    if len(ok) >= 2:
+        small, large = min(ok, key=lambda r: r["size"]), max(ok, key=lambda r: r["size"])
+        over_small = (small["peak_kb"] - small["baseline_kb"]) / MIB
+        over_large = (large["peak_kb"] - large["baseline_kb"]) / MIB
+        ratio = over_large / over_small if over_small > 0 else float("nan")
+        print()
+        print(f"memory: peak-over-baseline {large['size']:,} vs {small['size']:,} = {over_large:.1f} / "
+              f"{over_small:.1f} MB = ratio {ratio:.2f} (flat memory: about 1; rows grew "
+              f"{large['rows'] / small['rows']:.1f}x)")
+        print(f"speed: rows/s {large['size']:,} vs {small['size']:,} = {large['rows_per_s']:,.0f} / "
+              f"{small['rows_per_s']:,.0f} = {large['rows_per_s'] / small['rows_per_s']:.2f}")
+    print()
+    print("summary:")
+    for r in results:
+        if "error" in r:
+            print(f"  {r['size']:,} customers: FAILED ({r['error']})")
+            continue
+        total = r["extract_s"] + r["validate_s"]
+        print(f"  {r['size']:,} customers -> {r['rows']:,} rows in {total:.1f} s "
+              f"({r['rows_per_s']:,.0f} rows/s; validate is {r['validate_s'] / total:.0%}"
+              f" of it), peak {r['peak_kb'] / MIB:.0f} MB = baseline {r['baseline_kb'] / MIB:.0f} MB "
+              f"+ {(r['peak_kb'] - r['baseline_kb']) / MIB:.0f} MB")
+
+
+def parent(args: argparse.Namespace) -> int:
+    _paths()
+    sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+    if not sizes or min(sizes) < 1:
+        raise SystemExit("--sizes needs positive integers, e.g. 100000,1000000")
+    cache = Path(args.cache)
+    if not cache.is_absolute():
+        cache = REPO / cache
+    warehouses = {size: warehouse_for(size, args.seed, cache, args.rebuild) for size in sizes}
+    root = Path(tempfile.mkdtemp(prefix="retl-bench-ev-"))
+    results = []
+    try:
+        for size in sizes:
+            result = run_size(size, warehouses[size], root, args)
+            results.append(result)
+            if "error" in result:
+                _say(f"size {size:,}: {result['error']}")
+            else:
+                _say(f"size {size:,}: done in {result['child_wall_s']:.1f} s (process start to exit)")
+    finally:
+        if args.keep_tmp:
+            _say(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    print_report(results, args.chunk_rows)
+    return 0 if all("error" not in r for r in results) else 1
+
+
+# ---------------------------------------------------------------------------------------------- child
+def _proc_status(field: str) -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _folder_mb(url: str) -> float:
+    from urllib.parse import urlparse
+
+    folder = Path(urlparse(url).path)
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1024 / 1024
+
+
+class _Timers:
+    """Seconds spent in selected engine functions, and progress lines, without changing what runs."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.phase = "import"
+        self.seconds: dict[str, float] = {}
+        self.rows = 0
+        self.chunks = 0
+        self.phase_started = time.monotonic()
+        self.last_print = 0.0
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    def timed(self, name: str, func):
+        timers = self
+
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                timers.add(name, time.perf_counter() - started)
+
+        wrapper.__wrapped__ = func
+        return wrapper
+
+    def start(self, phase: str) -> None:
+        self.phase, self.rows, self.chunks = phase, 0, 0
+        self.phase_started = self.last_print = time.monotonic()
+
+    def progress(self, rows: int, force: bool = False) -> None:
+        self.rows += rows
+        self.chunks += 1
+        now = time.monotonic()
+        if force or now - self.last_print >= 2.0:
+            self.last_print = now
+            elapsed = now - self.phase_started
+            _say(f"  size {self.size:,}: {self.phase} {self.rows:,} rows after {elapsed:.1f} s "
+                 f"({self.rows / max(elapsed, 1e-9):,.0f} rows/s)")
+
+
+def _instrument(timers: _Timers) -> None:
+    from reverse_etl import ledger, staging, validate
+
+    real_write = staging.ParquetSink.write
+
+    def parquet_write(self, batch):
+        started = time.perf_counter()
+        try:
+            return real_write(self, batch)
+        finally:
+            timers.add(f"{timers.phase}_parquet_write", time.perf_counter() - started)
+            if timers.phase == "extract":
+                timers.progress(batch.num_rows)
+
+    staging.ParquetSink.write = parquet_write
+    real_iter = staging.iter_parquet
+
+    def iter_parquet(url, batch_rows, columns=None):
+        for batch in real_iter(url, batch_rows, columns=columns):
+            if timers.phase == "validate" and columns is None:
+                timers.progress(batch.num_rows)
+            yield batch
+
+    staging.iter_parquet = iter_parquet
+    staging.JsonLinesSink.write = timers.timed("quarantine_write", staging.JsonLinesSink.write)
+    ledger.Ledger.mark_rejected = timers.timed("ledger", ledger.Ledger.mark_rejected)
+    validate.SuiteRunner.__init__ = timers.timed("gx_setup", validate.SuiteRunner.__init__)
+    validate.SuiteRunner.failures = timers.timed("gx_chunks", validate.SuiteRunner.failures)
+    validate.superseded_rows = timers.timed("dedupe", validate.superseded_rows)
+
+
+def _quiet_logs(verbose: bool) -> None:
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message="This pattern is interpreted as a regular expression")
+    logging.getLogger().setLevel(logging.WARNING)
+    gx_base = "great_expectations.data_context.types.base"
+    for name in ("great_expectations", gx_base, "py.warnings", "airflow"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("reverse_etl").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def child(spec: dict) -> int:
+    import resource
+
+    def maxrss() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    _paths()
+    home = os.environ.get("AIRFLOW_HOME", "")
+    if not home or not os.environ.get("AIRFLOW_CONN_RETL_STATE"):
+        raise SystemExit("--child is started by the benchmark with its own AIRFLOW_HOME and connections")
+    size = spec["size"]
+    interpreter_kb = maxrss()
+    started = time.monotonic()
+    # Everything the two steps import, so that the baseline is the engine at rest, not an empty interpreter.
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    import datetime as dt
+
+    import duckdb
+    import great_expectations.data_context.types.base  # noqa: F401  (sets its own logger to INFO on import)
+    import pandas  # noqa: F401
+    import pyarrow  # noqa: F401
+    import sqlalchemy  # noqa: F401
+    from airflow.sdk import ObjectStoragePath  # noqa: F401
+
+    from reverse_etl import extract as extract_mod
+    from reverse_etl import ledger, settings, staging, warehouse  # noqa: F401
+    from reverse_etl import validate as validate_mod
+    from reverse_etl.window import Window
+
+    _quiet_logs(spec["verbose"])
+    baseline_kb = maxrss()
+    _say(f"  size {size:,}: imports took {time.monotonic() - started:.1f} s; RSS baseline "
+         f"{baseline_kb / MIB:.1f} MB (bare interpreter {interpreter_kb / MIB:.1f} MB); "
+         f"chunk rows {settings.chunk_rows():,}")
+    timers = _Timers(size)
+    _instrument(timers)
+    profiler = None
+    if spec["profile"]:
+        import cProfile
+
+        profiler = cProfile.Profile()
+    window = Window(dt.datetime.fromisoformat(WINDOW_START), dt.datetime.fromisoformat(WINDOW_END))
+    dag_id, run_id = "bench_extract_validate", f"bench_{size}"
+
+    timers.start("extract")
+    if profiler:
+        profiler.enable()
+    t0 = time.monotonic()
+    manifest = extract_mod.extract(destination=DESTINATION, entity=ENTITY, window=window, dag_id=dag_id,
+                                   run_id=run_id)
+    extract_s = time.monotonic() - t0
+    timers.progress(0, force=True)
+    peak_after_extract_kb = maxrss()
+
+    timers.start("validate")
+    t0 = time.monotonic()
+    checked = validate_mod.validate(extract_manifest=manifest, dag_id=dag_id, run_id=run_id,
+                                    max_rejected_share=1.0)
+    validate_s = time.monotonic() - t0
+    if profiler:
+        profiler.disable()
+    timers.progress(0, force=True)
+    peak_kb = maxrss()
+    vmhwm_kb = _proc_status("VmHWM")
+
+    # After the measurement: does the window really hold every row?
+    con = duckdb.connect(spec["warehouse"], read_only=True)
+    try:
+        warehouse_rows = con.execute("SELECT count(*) FROM customers").fetchone()[0]
+    finally:
+        con.close()
+    s = timers.seconds
+    parts = {
+        "gx_setup": s.get("gx_setup", 0.0),
+        "gx_chunks": s.get("gx_chunks", 0.0),
+        "dedupe": s.get("dedupe", 0.0),
+        "quarantine_write": s.get("quarantine_write", 0.0),
+        "ledger": s.get("ledger", 0.0),
+        "parquet_write": s.get("validate_parquet_write", 0.0),
+    }
+    breakdown = {k: round(v, 3) for k, v in parts.items()}
+    breakdown["other"] = round(validate_s - sum(parts.values()), 3)
+    breakdown["chunks"] = timers.chunks - 1  # minus the final forced progress line
+    rows = manifest["rows"]
+    result = {
+        "size": size, "rows": rows, "deletes": manifest["deletes"], "warehouse_rows": warehouse_rows,
+        "chunk_rows": settings.chunk_rows(),
+        "extract_s": round(extract_s, 3), "validate_s": round(validate_s, 3),
+        "engine_extract_s": manifest["seconds"], "engine_validate_s": checked["validate_seconds"],
+        "rows_per_s": rows / (extract_s + validate_s),
+        "valid": checked["valid"], "rejected": checked["rejected"],
+        "rejected_share": checked["rejected"] / max(1, rows),
+        "interpreter_kb": interpreter_kb, "baseline_kb": baseline_kb,
+        "peak_after_extract_kb": peak_after_extract_kb, "peak_kb": peak_kb, "vmhwm_kb": vmhwm_kb,
+        "staged_mb": round(_folder_mb(settings.staging_url()), 1),
+        "extract_parquet_write_s": round(s.get("extract_parquet_write", 0.0), 3),
+        "validate_breakdown": breakdown,
+    }
+    if rows != warehouse_rows:
+        _say(f"  size {size:,}: WARNING extracted {rows:,} rows but the warehouse holds {warehouse_rows:,}")
+    Path(spec["result"]).write_text(json.dumps(result))
+    if profiler:
+        import io
+        import pstats
+
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(30)
+        print(f"\ncProfile of extract + validate, size {size:,} (top 30 by own time; timings above are "
+              f"inflated by the profiler):\n{out.getvalue()}", file=sys.stderr, flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Time and size the engine's real extract + validate of voucherify.customers over the "
+        "full window, one fresh process per warehouse size; prints a table and a summary.",
+        epilog="Read peak-over-baseline MB: it should not grow with the size (ratio about 1 = flat memory).",
+    )
+    parser.add_argument("--sizes", default="100000,1000000",
+                        help="comma-separated customer counts of the sample warehouses "
+                        "(default: %(default)s)")
+    parser.add_argument("--cache", default="data/bench",
+                        help="folder of cached sample warehouses, one DuckDB file per size and seed; "
+                        "relative paths are under the repository (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=42, help="sample data seed (default: %(default)s)")
+    parser.add_argument("--rebuild", action="store_true", help="rebuild the cached warehouses")
+    parser.add_argument("--chunk-rows", type=int, default=None,
+                        help="rows per chunk, passed to the engine as RETL_CHUNK_ROWS (default: the "
+                        "engine's own, 50000)")
+    parser.add_argument("--timeout", type=float, default=3600.0,
+                        help="seconds allowed per size before the child is killed (default: %(default)s)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also run cProfile in each child and print the top functions (slows the run)")
+    parser.add_argument("--verbose", action="store_true", help="show the engine's INFO logs")
+    parser.add_argument("--keep-tmp", action="store_true",
+                        help="keep the temporary AIRFLOW_HOME for inspection")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child(json.loads(args.child))
+    return parent(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

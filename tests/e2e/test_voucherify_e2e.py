@@ -1,0 +1,154 @@
+"""voucherify_sync through Airflow against the sample warehouse and the Voucherify sandbox."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+
+import pytest
+
+from reverse_etl.ledger import record_history
+from tests.e2e.harness import LIMIT, Expected, local, wait_for
+
+pytestmark = pytest.mark.e2e
+
+EMAIL = re.compile(r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
+PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
+CONSENTS = {"GRANTED", "DENIED", "UNKNOWN"}
+REJECTING_DEFECTS = {"invalid_email", "lowercase_enum", "overlong_field"}
+
+
+def customer_problems(c: dict) -> list[str]:
+    """The documented rules, restated from the warehouse side, independently of the engine."""
+    problems = []
+    name = " ".join(p for p in (c["first_name"], c["last_name"]) if p)
+    if c["email"] is not None and not EMAIL.match(c["email"]):
+        problems.append("email")
+    if c["phone"] is not None and not PHONE.match(c["phone"]):
+        problems.append("phone")
+    if len(name) > 255 or len(c["address_line1"] or "") > 255:
+        problems.append("length")
+    if c["country_code"] is not None and not re.match(r"^[A-Z]{2}$", c["country_code"]):
+        problems.append("country")
+    for col in (
+        "email_marketing_consent",
+        "email_transactional_consent",
+        "sms_marketing_consent",
+        "sms_transactional_consent",
+    ):
+        if c[col] is not None and c[col] not in CONSENTS:
+            problems.append(col)
+    return problems
+
+
+def quarantined(report: dict) -> dict[str, dict]:
+    with open(local(report["quarantine"]), encoding="utf-8") as handle:
+        return {str(line["record_key"]): line for line in map(json.loads, handle)}
+
+
+def test_exactly_once_quarantine_and_rerun(harness, warehouse, state_store):
+    expected = Expected(warehouse)
+    customers = expected.customers()
+    live = {k: c for k, c in customers.items() if c["deleted_at"] is None}
+    bad = {k for k, c in live.items() if customer_problems(c)}
+    good = set(live) - bad
+    assert len(good) > 100 and bad, "the sample window should hold valid and invalid customers"
+
+    first = harness.run()
+    report = first["reports"]["customers"]
+
+    # Every valid customer arrived exactly once, with the right fields.
+    store = harness.sandbox.store["customers"]
+    sent_ids = Counter(
+        item["source_id"] for r in harness.sent("POST", "/v1/customers/bulk/async") for item in r["body"]
+    )
+    assert set(sent_ids) == good
+    assert max(sent_ids.values()) == 1
+    assert good <= set(store)
+    for key in sorted(good)[:25]:
+        c, stored = live[key], store[key]
+        assert stored.get("email") == c["email"]
+        assert stored["name"] == " ".join(p for p in (c["first_name"], c["last_name"]) if p)
+        assert (stored.get("address") or {}).get("city") == c["city"]
+        assert stored["metadata"]["email_marketing_consent"] == c["email_marketing_consent"]
+    assert report["sent"] == len(good) and report["failed"] == 0
+
+    # Every invalid one is quarantined with its reason, and in the ledger as rejected.
+    q = quarantined(report)
+    assert bad <= set(q)
+    for key in bad:
+        assert q[key]["reason"] and q[key]["failures"][0]["rule"]
+        assert record_history("voucherify", "customers", key)["current"]["status"] == "rejected"
+    defects = expected.defects("customers")
+    injected_bad = {k for k in live if defects.get(k, set()) & REJECTING_DEFECTS}
+    assert injected_bad and injected_bad <= set(q)
+
+    # Orders: each valid one once, through POST /v1/orders.
+    order_posts = Counter(r["body"]["source_id"] for r in harness.sent("POST", "/v1/orders"))
+    orders_report = first["reports"]["orders"]
+    assert orders_report["sent"] == len(order_posts) > 100
+    assert max(order_posts.values()) == 1
+    assert set(order_posts) <= set(harness.sandbox.store["orders"])
+    assert orders_report["rejected"] >= 1  # lowercase statuses
+
+    # A second run of the same window sends nothing.
+    before = len(harness.sandbox.requests)
+    second = harness.run()
+    assert len(harness.sandbox.requests) == before
+    for entity in ("customers", "products", "orders"):
+        assert second["reports"][entity]["sent"] == 0
+    assert second["reports"]["customers"]["unchanged_skipped"] == len(good)
+
+
+def test_dry_run_sends_nothing_and_says_what_it_would_send(harness, state_store):
+    result = harness.run({"dry_run": True})
+    assert harness.sandbox.requests == []
+    report = result["reports"]["customers"]
+    assert report["dry_run"] and report["to_send"] > 100 and report["sent"] == 0
+    with open(local(report["dry_run_payloads"]), encoding="utf-8") as handle:
+        previews = [json.loads(line) for line in handle]
+    assert len(previews) == report["to_send"]
+    assert all(p["payload"]["source_id"] == p["key"] for p in previews)
+    # Nothing was planned either: a live run afterwards sends everything.
+    live = harness.run({"entities": ["customers"]})
+    assert live["reports"]["customers"]["sent"] == report["to_send"]
+
+
+def test_killed_run_then_retry_delivers_the_rest_once(harness, state_store):
+    harness.sandbox.inject("slow", delay=0.05, count=100000, path_prefix="/v1/orders")
+    proc = harness.start()
+    wait_for(lambda: len(harness.sent("POST", "/v1/orders")) >= 60, timeout=300)
+    harness.kill(proc)
+    killed_at = len(harness.sent("POST", "/v1/orders"))
+    harness.sandbox.clear_faults()
+
+    retry = harness.run()
+    posts = Counter(r["body"]["source_id"] for r in harness.sent("POST", "/v1/orders"))
+    # The rest was delivered, and at most the one order in flight at the kill went twice.
+    assert retry["reports"]["orders"]["sent"] >= len(posts) - killed_at
+    assert sum(n - 1 for n in posts.values()) <= 1
+    assert set(posts) <= set(harness.sandbox.store["orders"])
+    # Customers and products were done before the kill: nothing sent twice.
+    bulk = Counter(
+        item["source_id"] for r in harness.sent("POST", "/v1/customers/bulk/async") for item in r["body"]
+    )
+    assert bulk and max(bulk.values()) == 1
+    # And a third run finds nothing left to do.
+    again = harness.run()
+    assert again["reports"]["orders"]["sent"] == 0
+
+
+def test_429_storm_slows_but_loses_nothing(harness, state_store):
+    harness.sandbox.inject("throttle", count=12, retry_after=1)
+    result = harness.run({"entities": ["customers", "products"]})
+    assert harness.sandbox.stats()["throttled_by_fault"] == 12
+    reports = result["reports"]
+    assert reports["customers"]["throttled"] + reports["products"]["throttled"] >= 12
+    assert reports["customers"]["failed"] == 0 and reports["customers"]["sent"] > 100
+    stored = harness.sandbox.store["customers"]
+    sent = {item["source_id"] for r in harness.sent("POST", "/v1/customers/bulk/async") for item in r["body"]}
+    assert sent <= set(stored) and len(sent) == reports["customers"]["sent"]
+    # Our own pacing never went over the sandbox's limit.
+    assert harness.sandbox.stats()["throttled_by_limiter"] == 0
+    assert harness.sandbox.max_in_window() <= LIMIT
