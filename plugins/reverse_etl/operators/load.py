@@ -88,7 +88,7 @@ class SyncLoadOperator(BaseOperator):
             "unchanged_skipped": 0,
             "to_send": 0,
             "to_delete": 0,
-            "delete_not_ours": 0,
+            "deletes_skipped": 0,
             "carried_over": 0,
             "sent": 0,
             "deleted": 0,
@@ -145,7 +145,7 @@ class SyncLoadOperator(BaseOperator):
                     state = known.get(key, {})
                     if row.get("_deleted"):
                         if not self.supports_delete or not state.get("delivered_hash"):
-                            counts["delete_not_ours"] += 1  # never sent by us (or already deleted): leave it
+                            counts["deletes_skipped"] += 1  # never sent by us (or already deleted): leave it
                             continue
                         counts["to_delete"] += 1
                         planned.append(Planned(key, DELETE, None, None))

@@ -1,0 +1,104 @@
+"""Ask the state store what happened, without the Airflow UI.
+
+    python -m reverse_etl.cli --state .airflow/retl/state.db why voucherify customers 42
+    python -m reverse_etl.cli --state postgresql://user@host/db runs voucherify_sync
+    python -m reverse_etl.cli failed voucherify orders          # uses the Airflow connection retl_state
+
+``--state`` takes a SQLite file or a SQLAlchemy URL; without it the ``retl_state`` Airflow connection is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _url(state: str | None) -> str | None:
+    if not state:
+        return None
+    return state if "://" in state else f"sqlite:///{state}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="reverse_etl.cli", description=__doc__.splitlines()[0])
+    parser.add_argument("--state", help="SQLite file or SQLAlchemy URL of the state store")
+    sub = parser.add_subparsers(dest="command", required=True)
+    why = sub.add_parser("why", help="current status and full history of one record")
+    why.add_argument("destination")
+    why.add_argument("entity")
+    why.add_argument("key")
+    runs = sub.add_parser("runs", help="the latest load reports of a DAG")
+    runs.add_argument("dag_id")
+    runs.add_argument("--limit", type=int, default=10)
+    failed = sub.add_parser("failed", help="records the vendor refused or the checks rejected, with reasons")
+    failed.add_argument("destination")
+    failed.add_argument("entity")
+    failed.add_argument("--limit", type=int, default=50)
+    args = parser.parse_args(argv)
+
+    from sqlalchemy import select
+
+    from reverse_etl.ledger import _engine, record_history, state_store_url
+
+    url = _url(args.state) or state_store_url()
+    if args.command == "why":
+        history = record_history(args.destination, args.entity, args.key, url=url)
+        if history["current"] is None:
+            print(
+                f"{args.destination}.{args.entity} {args.key}: never seen by this pipeline (not extracted in any "
+                "synced window, or filtered out by the SQL mapping)."
+            )
+            return 1
+        current = history["current"]
+        print(
+            f"{args.destination}.{args.entity} {args.key}: {current['status']}"
+            + (f" - {current['error']}" if current["error"] else "")
+        )
+        print(
+            f"  last run {current['last_run_id']}, attempts {current['attempts']}, updated {current['updated_at']}"
+        )
+        for event in history["events"]:
+            print(
+                f"  {event['at']}  {event['status']:<9} run {event['run_id']}"
+                + (f"  {event['detail']}" if event["detail"] else "")
+            )
+        return 0
+    engine, ledger, _, runs_table = _engine(url)
+    with engine.connect() as conn:
+        if args.command == "runs":
+            rows = conn.execute(
+                select(runs_table)
+                .where(runs_table.c.dag_id == args.dag_id)
+                .order_by(runs_table.c.id.desc())
+                .limit(args.limit)
+            ).all()
+            for row in rows:
+                print(
+                    json.dumps(
+                        {
+                            "run_id": row.run_id,
+                            "entity": row.entity,
+                            "status": row.status,
+                            **json.loads(row.report or "{}"),
+                        },
+                        default=str,
+                    )
+                )
+        else:
+            rows = conn.execute(
+                select(ledger.c.record_key, ledger.c.status, ledger.c.error)
+                .where(
+                    (ledger.c.destination == args.destination)
+                    & (ledger.c.entity == args.entity)
+                    & ledger.c.status.in_(["failed", "rejected"])
+                )
+                .limit(args.limit)
+            ).all()
+            for row in rows:
+                print(f"{row.record_key}\t{row.status}\t{row.error}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Shared by the demo and the UI launcher: sample warehouse, sandbox process and environment."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "plugins")]
+
+from sandbox.env import airflow_env, connections_env  # noqa: E402
+
+HOME = REPO / ".airflow"
+WAREHOUSE = REPO / "data" / "warehouse.duckdb"
+
+
+def say(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+def ensure_warehouse(customers: int = 10_000) -> Path:
+    if not WAREHOUSE.exists():
+        say(f"building the sample warehouse ({customers:,} customers) in {WAREHOUSE.relative_to(REPO)}")
+        WAREHOUSE.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sandbox.warehouse",
+                "--path",
+                str(WAREHOUSE),
+                "--customers",
+                str(customers),
+                "--seed",
+                "42",
+            ],
+            check=True,
+            cwd=REPO,
+        )
+    return WAREHOUSE
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_voucherify(port: int, limit: int, window: float) -> tuple[subprocess.Popen, str]:
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sandbox.voucherify",
+            "--port",
+            str(port),
+            "--limit",
+            str(limit),
+            "--window",
+            str(window),
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return proc, url
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the Voucherify sandbox did not start (see the message above)") from None
+            time.sleep(0.2)
+
+
+def environment(voucherify_url: str, requests_per_minute: int) -> dict[str, str]:
+    env = os.environ.copy()
+    env.update(airflow_env(HOME))
+    env.update(
+        connections_env(
+            warehouse=str(WAREHOUSE),
+            state=str(HOME / "retl" / "state.db"),
+            voucherify_url=voucherify_url,
+            voucherify_extra={"requests_per_minute": requests_per_minute},
+        )
+    )
+    env["RETL_RATE_LIMIT_URL"] = f"sqlite:///{HOME / 'retl' / 'ratelimit.sqlite'}"
+    return env
+
+
+def migrate(env: dict[str, str], log) -> None:
+    say("preparing the Airflow metadata database (.airflow/airflow.db)")
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        env=env,
+        check=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "airflow",
+            "pools",
+            "set",
+            "voucherify_default",
+            "2",
+            "Voucherify account: tasks that call the API",
+        ],
+        env=env,
+        check=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )

@@ -1,0 +1,45 @@
+"""`make ui`: the Airflow UI (``airflow standalone``) with the DAGs, the Voucherify sandbox and every
+connection wired. Login is disabled for local use (every visitor is admin). Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from local import HOME, REPO, ensure_warehouse, environment, migrate, say, start_voucherify
+
+PORT = int(os.environ.get("RETL_UI_PORT", "8080"))
+SANDBOX_PORT = int(os.environ.get("RETL_SANDBOX_PORT", "8010"))
+
+
+def main() -> int:
+    ensure_warehouse()
+    (HOME / "retl").mkdir(parents=True, exist_ok=True)
+    sandbox, url = start_voucherify(SANDBOX_PORT, 100, 60)
+    env = environment(url, 100)
+    env.update(
+        {
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__API__PORT": str(PORT),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        }
+    )
+    try:
+        with (HOME / "ui-setup.log").open("w") as log:
+            migrate(env, log)
+        say(f"Voucherify sandbox at {url} (100 requests/minute, like the Business plan)")
+        say(f"Airflow UI at http://localhost:{PORT} (no login: local use only). Ctrl-C to stop.")
+        say(
+            "Trigger voucherify_sync with params window_start=2026-10-31, window_end=2026-11-01 for sample data."
+        )
+        return subprocess.call([sys.executable, "-m", "airflow", "standalone"], env=env, cwd=REPO)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        sandbox.terminate()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
