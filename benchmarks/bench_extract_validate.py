@@ -96,13 +96,16 @@ def run_size(size: int, warehouse: Path, root: Path, args: argparse.Namespace) -
         env["RETL_CHUNK_ROWS"] = str(args.chunk_rows)
     else:
         env.pop("RETL_CHUNK_ROWS", None)  # the engine's default
+    # Temporary files (Great Expectations' ephemeral context, DuckDB spills) land in the temp home too.
+    (home / "tmp").mkdir()
+    env["TMPDIR"] = str(home / "tmp")
     result_path = home / "result.json"
     spec = {"size": size, "result": str(result_path), "warehouse": str(warehouse), "profile": args.profile,
             "verbose": args.verbose}
     _say(f"size {size:,}: child process starting (AIRFLOW_HOME={home})")
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
-                            cwd=REPO, env=env)
+                            cwd=home, env=env)
     try:
         code = proc.wait(timeout=args.timeout)
     except subprocess.TimeoutExpired:

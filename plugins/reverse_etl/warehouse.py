@@ -120,7 +120,7 @@ class WarehouseHook(BaseHook):
 
 # PostgreSQL type OIDs -> Arrow types; anything else travels as text.
 _PG_TYPES = {
-    16: "bool",
+    16: "bool_",
     20: "int64",
     21: "int64",
     23: "int64",

@@ -73,6 +73,14 @@ class Harness:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
 
+    @property
+    def state_url(self) -> str:
+        """SQLAlchemy URL of the state store the runs use (SQLite file or PostgreSQL)."""
+        conn = self.env["AIRFLOW_CONN_RETL_STATE"]
+        if conn.startswith("{"):
+            return f"sqlite:///{json.loads(conn)['host']}"
+        return conn.replace("postgres://", "postgresql+psycopg2://", 1)
+
     def sent(self, method: str, path_prefix: str) -> list[dict]:
         return [
             r

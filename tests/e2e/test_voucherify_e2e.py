@@ -6,6 +6,7 @@ import json
 import re
 from collections import Counter
 
+import duckdb
 import pytest
 
 from reverse_etl.ledger import record_history
@@ -47,8 +48,8 @@ def quarantined(report: dict) -> dict[str, dict]:
         return {str(line["record_key"]): line for line in map(json.loads, handle)}
 
 
-def test_exactly_once_quarantine_and_rerun(harness, warehouse, state_store):
-    expected = Expected(warehouse)
+def check_first_and_second_run(harness, expected: Expected) -> None:
+    """Exactly once with the right fields, quarantine with reasons, then a rerun that sends nothing."""
     customers = expected.customers()
     live = {k: c for k, c in customers.items() if c["deleted_at"] is None}
     bad = {k for k, c in live.items() if customer_problems(c)}
@@ -79,7 +80,10 @@ def test_exactly_once_quarantine_and_rerun(harness, warehouse, state_store):
     assert bad <= set(q)
     for key in bad:
         assert q[key]["reason"] and q[key]["failures"][0]["rule"]
-        assert record_history("voucherify", "customers", key)["current"]["status"] == "rejected"
+        assert (
+            record_history("voucherify", "customers", key, url=harness.state_url)["current"]["status"]
+            == "rejected"
+        )
     defects = expected.defects("customers")
     injected_bad = {k for k in live if defects.get(k, set()) & REJECTING_DEFECTS}
     assert injected_bad and injected_bad <= set(q)
@@ -99,6 +103,74 @@ def test_exactly_once_quarantine_and_rerun(harness, warehouse, state_store):
     for entity in ("customers", "products", "orders"):
         assert second["reports"][entity]["sent"] == 0
     assert second["reports"]["customers"]["unchanged_skipped"] == len(good)
+
+
+def test_exactly_once_quarantine_and_rerun(harness, warehouse, state_store):
+    check_first_and_second_run(harness, Expected(warehouse))
+
+
+@pytest.mark.postgres
+def test_same_guarantees_with_postgresql_warehouse_and_state_store(harness, warehouse, postgres_database):
+    from sandbox.warehouse import load_postgres
+
+    load_postgres(warehouse, postgres_database)
+    uri = postgres_database.replace("postgresql://", "postgres://", 1)
+    harness.env["AIRFLOW_CONN_RETL_WAREHOUSE"] = uri
+    harness.env["AIRFLOW_CONN_RETL_STATE"] = uri
+    harness.env.pop("RETL_RATE_LIMIT_URL")  # buckets live in the PostgreSQL state store too
+    check_first_and_second_run(harness, Expected(warehouse))
+    import psycopg2
+
+    with psycopg2.connect(postgres_database) as pg, pg.cursor() as cur:
+        cur.execute("SELECT status, count(*) FROM sync_ledger GROUP BY status")
+        statuses = dict(cur.fetchall())
+        cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_name LIKE 'ratelimit%'")
+        buckets = cur.fetchone()[0]
+    assert statuses["delivered"] > 100 and statuses["rejected"] > 0
+    assert buckets >= 1
+
+
+def test_deletes_only_customers_this_pipeline_created(harness, warehouse, tmp_path):
+    import shutil
+
+    from sandbox.env import conn_json
+
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copy(warehouse, copy)
+    harness.env["AIRFLOW_CONN_RETL_WAREHOUSE"] = conn_json("duckdb", host=str(copy))
+    first = harness.run({"entities": ["customers"]})
+    assert first["reports"]["customers"]["sent"] > 100
+    ours = sorted(harness.sandbox.store["customers"])[:3]
+    con = duckdb.connect(str(copy))
+    not_ours = [
+        str(k)
+        for (k,) in con.execute(
+            "SELECT customer_id FROM customers WHERE updated_at < TIMESTAMP '2026-10-20' AND deleted_at IS NULL "
+            "ORDER BY customer_id LIMIT 2"
+        ).fetchall()
+    ]
+    con.execute(
+        "UPDATE customers SET deleted_at = TIMESTAMP '2026-11-01 06:00', updated_at = TIMESTAMP '2026-11-01 06:00' "
+        f"WHERE CAST(customer_id AS VARCHAR) IN ({', '.join('?' * 5)})",
+        [*ours, *not_ours],
+    )
+    con.close()
+
+    second = harness.run({"entities": ["customers"]}, window=("2026-11-01", "2026-11-02"))
+    deletes = [r["path"].rsplit("/", 1)[-1] for r in harness.sent("DELETE", "/v1/customers/")]
+    assert sorted(deletes) == ours
+    assert not set(ours) & set(harness.sandbox.store["customers"])
+    report = second["reports"]["customers"]
+    assert report["deleted"] == 3 and report["deletes_skipped"] == 2
+    for key in ours:
+        assert (
+            record_history("voucherify", "customers", key, url=harness.state_url)["current"]["status"]
+            == "deleted"
+        )
+    # Deleting again is a no-op: the ledger knows they are gone.
+    third = harness.run({"entities": ["customers"]}, window=("2026-11-01", "2026-11-02"))
+    assert third["reports"]["customers"]["deleted"] == 0
+    assert len(harness.sent("DELETE", "/v1/customers/")) == 3
 
 
 def test_dry_run_sends_nothing_and_says_what_it_would_send(harness, state_store):
