@@ -32,6 +32,7 @@ How to read it
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import math
 import multiprocessing as mp
@@ -164,8 +165,15 @@ def run_phase(sb, args: argparse.Namespace, tmp: Path, phase: str, mode: str, re
         p.start()
     outs: list[dict] = []
     try:
-        for _ in procs:
-            ready.get(timeout=180)
+        waiting_since, n_ready = time.monotonic(), 0
+        while n_ready < len(procs):
+            with contextlib.suppress(queue.Empty):
+                ready.get(timeout=1.0)
+                n_ready += 1
+                continue
+            dead = [p.name for p in procs if p.exitcode is not None]
+            if dead or time.monotonic() - waiting_since > 300:
+                raise RuntimeError(f"{phase}: workers failed to start ({dead or 'timeout'}); see stderr above")
         start = time.time()
         deadline.value = start + seconds
         go.set()
@@ -176,6 +184,13 @@ def run_phase(sb, args: argparse.Namespace, tmp: Path, phase: str, mode: str, re
                 outs.append(results.get(timeout=1.0))
             if time.time() > deadline.value + 6 * args.window + 60:
                 _say(f"{phase}: workers did not stop in time; terminating them")
+                break
+            if len(outs) < len(procs) and all(p.exitcode is not None for p in procs):
+                with contextlib.suppress(queue.Empty):
+                    while len(outs) < len(procs):
+                        outs.append(results.get(timeout=2.0))
+                if len(outs) < len(procs):
+                    _say(f"{phase}: {len(procs) - len(outs)} worker(s) died without a report; see stderr above")
                 break
             if time.monotonic() - last >= 5:
                 last = time.monotonic()
@@ -207,12 +222,11 @@ def analyse(sb, args, phase: str, mode: str, start: float, deadline: float, ende
     first = accepted_t[0] if accepted_t else start
     steady_from = first + window
     full_windows = max(0, math.floor((deadline - steady_from) / window))
-    counts = []
-    if full_windows:
-        lo = 0
-        for j in range(full_windows):
-            a, b = steady_from + j * window, steady_from + (j + 1) * window
-            counts.append(sum(1 for t in accepted_t[lo:] if a <= t < b))
+    counts = [
+        bisect.bisect_left(accepted_t, steady_from + (j + 1) * window)
+        - bisect.bisect_left(accepted_t, steady_from + j * window)
+        for j in range(full_windows)
+    ]
     mean = statistics.fmean(counts) if counts else float("nan")
     # Alignment-free: in steady state, how long does it take the sandbox to accept `limit` more requests?
     # A sliding window allows it every `window` seconds at best, so window / that time is the utilisation.
@@ -310,10 +324,13 @@ def print_report(args: argparse.Namespace, results: dict[str, dict]) -> None:
     print("summary:")
     p, u = results.get("paced"), results.get("unpaced")
     if p:
-        ok_util = p["utilisation"] > 0.95 and not p["sustained"] <= 0.95
+        if not p["window_counts"]:
+            verdict = "n/a: too short for a steady state, use --seconds of 3 windows or more"
+        else:
+            verdict = "MET" if p["utilisation"] > 0.95 and not p["sustained"] <= 0.95 else "NOT MET"
         print(f"  paced: max {p['max_in_window']}/{limit} per window, mean {p['mean_per_window']:.1f}/{limit} per "
               f"full window = {_pct(p['utilisation'])} utilisation, sustained {_pct(p['sustained'])} "
-              f"(goal > 95%: {'MET' if ok_util else 'NOT MET'}); "
+              f"(goal > 95%: {verdict}); "
               f"{p['throttled_429']} limiter 429s (goal 0: {'MET' if p['throttled_429'] == 0 else 'NOT MET'}); "
               f"{p['stored']}/{p['attempted']} orders delivered")
     if u:

@@ -103,9 +103,11 @@ def run_report(entities: list[str]) -> dict[str, Any]:
     wanted = [e for e in entities if selected(params, e)]
     reports = [latest[e] for e in wanted if e in latest]
     log.info("run report (%s):\n%s", "dry run" if params.get("dry_run") else "live", format_report(reports))
-    missing = [e for e in wanted if e not in latest]
-    if missing:
+    unfinished = [
+        e for e in wanted if latest.get(e, {}).get("status", "success") != "success" or e not in latest
+    ]
+    if unfinished:
         raise AirflowFailException(
-            f"No load finished for {', '.join(missing)}: see the failed task's log (validate or load) above."
+            f"No successful load for {', '.join(unfinished)}: see the failed task's log (validate or load) above."
         )
     return {"entities": reports}

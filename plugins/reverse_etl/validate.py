@@ -18,6 +18,7 @@ from typing import Any
 
 from reverse_etl import settings
 from reverse_etl.errors import ConfigError, RejectedShareExceeded
+from reverse_etl.extract import sql_path
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,18 @@ class SuiteRunner:
         except Exception as exc:
             raise ConfigError(f"Expectation suite '{name}' is malformed: {exc}") from exc
         self.name = name
+
+    def check_columns(self, columns: list[str], sql_file: object) -> None:
+        """Every column an expectation names must be selected by the SQL mapping: say which is not."""
+        for expectation in self.suite.expectations:
+            kwargs = expectation.configuration.kwargs
+            named = [kwargs["column"]] if "column" in kwargs else list(kwargs.get("column_list") or [])
+            missing = [c for c in named if c not in columns]
+            if missing:
+                raise ConfigError(
+                    f"Suite '{self.name}': {expectation.expectation_type} names column {missing[0]!r}, which "
+                    f"{sql_file} does not select (it selects {', '.join(columns)})."
+                )
 
     def failures(self, frame) -> dict[int, list[dict]]:
         """Row index -> failed expectations (type, column, value) for one chunk."""
@@ -188,6 +201,8 @@ def validate(
     with JsonLinesSink(folder / "quarantine.jsonl") as quarantine:
         try:
             for batch in iter_parquet(extract_manifest["path"], chunk_rows):
+                if offset == 0:
+                    runner.check_columns(batch.schema.names, sql_path(destination, entity))
                 frame = batch.to_pandas()
                 frame.index = range(offset, offset + len(frame))
                 live = frame[~frame["_deleted"].fillna(False).astype(bool)]

@@ -224,3 +224,21 @@ def test_429_storm_slows_but_loses_nothing(harness, state_store):
     # Our own pacing never went over the sandbox's limit.
     assert harness.sandbox.stats()["throttled_by_limiter"] == 0
     assert harness.sandbox.max_in_window() <= LIMIT
+
+
+def test_records_left_by_a_failed_run_are_sent_by_the_next_run(harness, state_store):
+    harness.sandbox.inject("status", status=503, count=100000, path_prefix="/v1/orders")
+    failed = harness.run(expect_success=False)
+    assert failed["state"] == "failed"
+    orders = failed["reports"]["orders"]
+    assert orders["status"] == "failed" and "VendorUnavailable" in orders["error"]
+    assert orders["to_send"] > 100 and orders["sent"] == 0
+    harness.sandbox.clear_faults()
+
+    # The next day's run has no new orders of its own, but delivers what the failed run left pending.
+    later = harness.run({"entities": ["orders"]}, window=("2026-11-01", "2026-11-02"))
+    report = later["reports"]["orders"]
+    assert report["extracted"] == 0
+    assert report["sent"] == report["carried_over"] == orders["to_send"]
+    posts = Counter(r["body"]["source_id"] for r in harness.sent("POST", "/v1/orders"))
+    assert len(posts) == orders["to_send"] and max(posts.values()) == 1

@@ -95,30 +95,39 @@ class SyncLoadOperator(BaseOperator):
             "failed": 0,
             "resumed_jobs": 0,
         }
-        if not dry_run:
-            self._resume_jobs(hook, ledger, counts)
-        self._plan(ledger, manifest, counts, context, dry_run=dry_run, full_resync=full_resync)
-        if not dry_run:
-            self._deliver(hook, ledger, counts, context)
-        report = {
-            "destination": self.destination,
-            "entity": self.entity,
-            "dry_run": dry_run,
-            "window": manifest.get("window"),
-            **counts,
-            **hook.stats.as_dict(),
-            "quarantine": manifest.get("quarantine_path"),
-            "seconds": round(time.monotonic() - started, 3),
-        }
-        ledger.record_run(
-            dag_id=context["dag"].dag_id,
-            try_number=getattr(context.get("ti"), "try_number", None),
-            window=manifest.get("window") or {},
-            dry_run=dry_run,
-            status="success",
-            started_at=started_at,
-            report=report,
-        )
+        status, error = "success", None
+        try:
+            if not dry_run:
+                self._resume_jobs(hook, ledger, counts)
+            self._plan(ledger, manifest, counts, context, dry_run=dry_run, full_resync=full_resync)
+            if not dry_run:
+                self._deliver(hook, ledger, counts, context)
+        except Exception as exc:
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            report = {
+                "destination": self.destination,
+                "entity": self.entity,
+                "dry_run": dry_run,
+                "status": status,
+                "error": error,
+                "window": manifest.get("window"),
+                **counts,
+                **hook.stats.as_dict(),
+                "quarantine": manifest.get("quarantine_path"),
+                "seconds": round(time.monotonic() - started, 3),
+            }
+            # Kept even when the load fails: what was delivered before the failure stays visible.
+            ledger.record_run(
+                dag_id=context["dag"].dag_id,
+                try_number=getattr(context.get("ti"), "try_number", None),
+                window=manifest.get("window") or {},
+                dry_run=dry_run,
+                status=status,
+                started_at=started_at,
+                report=report,
+            )
         log.info("%s.%s report: %s", self.destination, self.entity, json.dumps(report, default=str))
         return report
 

@@ -1,0 +1,130 @@
+"""Extract and validate against the sample warehouse: counts, duplicates, quarantine, threshold, bad config."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import duckdb
+import pytest
+
+from reverse_etl.errors import ConfigError, RejectedShareExceeded
+from reverse_etl.extract import extract
+from reverse_etl.ledger import record_history
+from reverse_etl.staging import iter_parquet
+from reverse_etl.validate import validate
+from reverse_etl.window import Window
+from sandbox.env import conn_json
+
+WINDOW = Window(dt.datetime(2026, 10, 1, tzinfo=dt.UTC), dt.datetime(2026, 11, 1, tzinfo=dt.UTC))
+
+
+@pytest.fixture
+def wired(monkeypatch, state_store, warehouse, tmp_path):
+    monkeypatch.setenv("AIRFLOW_CONN_RETL_WAREHOUSE", conn_json("duckdb", host=str(warehouse)))
+    monkeypatch.setenv("RETL_STAGING_URL", (tmp_path / "staging").as_uri())
+    monkeypatch.setenv("RETL_CHUNK_ROWS", "300")  # several chunks even at test size
+    return warehouse
+
+
+def run_extract(entity: str = "customers") -> dict:
+    return extract(destination="voucherify", entity=entity, window=WINDOW, dag_id="d", run_id="r")
+
+
+def local(url: str) -> str:
+    return url.removeprefix("file://")
+
+
+def test_extract_streams_the_whole_window(wired):
+    manifest = run_extract()
+    con = duckdb.connect(str(wired), read_only=True)
+    (total,) = con.execute("SELECT count(*) FROM customers").fetchone()
+    (deleted,) = con.execute("SELECT count(*) FROM customers WHERE deleted_at IS NOT NULL").fetchone()
+    assert manifest["rows"] == total and manifest["deletes"] == deleted
+    batches = list(iter_parquet(manifest["path"], 300))
+    assert len(batches) > 3 and sum(b.num_rows for b in batches) == total
+
+
+def test_validate_quarantines_with_reasons_and_keeps_newest_duplicate(wired):
+    extracted = run_extract()
+    manifest = validate(extract_manifest=extracted, dag_id="d", run_id="r", max_rejected_share=0.5)
+    assert manifest["valid"] + manifest["rejected"] == extracted["rows"]
+    with open(local(manifest["quarantine_path"]), encoding="utf-8") as handle:
+        lines = [json.loads(line) for line in handle]
+    assert len(lines) == manifest["rejected"] > 0
+    assert all(line["reason"] and line["failures"] for line in lines)
+    reasons = " ".join(line["reason"] for line in lines)
+    for rule in ("valid address", "uppercase", "255 characters", "superseded"):
+        assert rule in reasons
+
+    con = duckdb.connect(str(wired), read_only=True)
+    dup_keys = {
+        str(k)
+        for (k,) in con.execute(
+            "SELECT customer_id FROM customers GROUP BY customer_id HAVING count(*) > 1"
+        ).fetchall()
+    }
+    valid = [row for b in iter_parquet(manifest["valid_path"], 1000) for row in b.to_pylist()]
+    keys = [row["_key"] for row in valid]
+    assert len(keys) == len(set(keys)), "a key survives validation at most once"
+    newest = dict(
+        con.execute(
+            "SELECT CAST(customer_id AS VARCHAR), max(updated_at) FROM customers GROUP BY customer_id"
+        ).fetchall()
+    )
+    for row in valid:
+        if row["_key"] in dup_keys:
+            assert row["_updated_at"] == newest[row["_key"]]
+    rejected = next(line for line in lines if "superseded" not in line["reason"])
+    assert (
+        record_history("voucherify", "customers", str(rejected["record_key"]))["current"]["status"]
+        == "rejected"
+    )
+
+
+def test_threshold_fails_after_writing_the_quarantine(wired):
+    extracted = run_extract()
+    with pytest.raises(RejectedShareExceeded, match="max_rejected_share") as raised:
+        validate(extract_manifest=extracted, dag_id="d", run_id="r", max_rejected_share=0.001)
+    path = str(raised.value).split("quarantined in ")[1].split(";")[0]
+    with open(local(path), encoding="utf-8") as handle:
+        assert sum(1 for _ in handle) > 0
+
+
+def test_bad_config_gets_a_clear_error(wired, monkeypatch, tmp_path):
+    include = tmp_path / "include"
+    (include / "sql" / "v").mkdir(parents=True)
+    (include / "expectations" / "v").mkdir(parents=True)
+    monkeypatch.setenv("RETL_INCLUDE_DIR", str(include))
+    with pytest.raises(ConfigError, match=r"No SQL mapping for v\.customers"):
+        extract(destination="v", entity="customers", window=WINDOW, dag_id="d", run_id="r")
+    (include / "sql" / "v" / "customers.sql").write_text("SELECT customer_id FROM customers")
+    with pytest.raises(ConfigError, match="_key, _deleted"):
+        extract(destination="v", entity="customers", window=WINDOW, dag_id="d", run_id="r")
+    (include / "sql" / "v" / "customers.sql").write_text("SELECT {{ nope }}")
+    with pytest.raises(ConfigError, match="nope"):
+        extract(destination="v", entity="customers", window=WINDOW, dag_id="d", run_id="r")
+    (include / "sql" / "v" / "customers.sql").write_text(
+        "SELECT CAST(customer_id AS VARCHAR) AS _key, false AS _deleted, email FROM customers"
+    )
+    extracted = extract(destination="v", entity="customers", window=WINDOW, dag_id="d", run_id="r")
+    (include / "expectations" / "v" / "customers.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        validate(extract_manifest=extracted, dag_id="d", run_id="r", max_rejected_share=1)
+    (include / "expectations" / "v" / "customers.json").write_text(
+        json.dumps(
+            {
+                "expectations": [
+                    {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "no_such_column"}}
+                ]
+            }
+        )
+    )
+    with pytest.raises(ConfigError, match="no_such_column"):
+        validate(extract_manifest=extracted, dag_id="d", run_id="r", max_rejected_share=1)
+
+
+def test_missing_warehouse_connection_names_the_variable(monkeypatch, state_store):
+    monkeypatch.delenv("AIRFLOW_CONN_RETL_WAREHOUSE", raising=False)
+    with pytest.raises(ConfigError, match="AIRFLOW_CONN_RETL_WAREHOUSE"):
+        run_extract()
