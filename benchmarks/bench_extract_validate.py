@@ -72,9 +72,22 @@ def warehouse_for(size: int, seed: int, cache: Path, rebuild: bool) -> Path:
     started = time.monotonic()
     # A subprocess keeps this parent small: a child started from a big parent may inherit its peak RSS.
     subprocess.run(
-        [sys.executable, "-m", "sandbox.warehouse", "--path", str(partial), "--customers", str(size),
-         "--seed", str(seed), "--only", "customers"],
-        cwd=REPO, check=True, stdout=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "sandbox.warehouse",
+            "--path",
+            str(partial),
+            "--customers",
+            str(size),
+            "--seed",
+            str(seed),
+            "--only",
+            "customers",
+        ],
+        cwd=REPO,
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     Path(f"{partial}.wal").unlink(missing_ok=True)
     os.replace(partial, path)
@@ -100,12 +113,18 @@ def run_size(size: int, warehouse: Path, root: Path, args: argparse.Namespace) -
     (home / "tmp").mkdir()
     env["TMPDIR"] = str(home / "tmp")
     result_path = home / "result.json"
-    spec = {"size": size, "result": str(result_path), "warehouse": str(warehouse), "profile": args.profile,
-            "verbose": args.verbose}
+    spec = {
+        "size": size,
+        "result": str(result_path),
+        "warehouse": str(warehouse),
+        "profile": args.profile,
+        "verbose": args.verbose,
+    }
     _say(f"size {size:,}: child process starting (AIRFLOW_HOME={home})")
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
-                            cwd=home, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)], cwd=home, env=env
+    )
     try:
         code = proc.wait(timeout=args.timeout)
     except subprocess.TimeoutExpired:
@@ -122,45 +141,61 @@ def run_size(size: int, warehouse: Path, root: Path, args: argparse.Namespace) -
 def print_report(results: list[dict], chunk_rows: int | None) -> None:
     ok = [r for r in results if "error" not in r]
     print()
-    print(f"extract + validate, voucherify.customers, full window [{WINDOW_START[:10]}, {WINDOW_END[:10]}), "
-          f"chunk rows {ok[0]['chunk_rows'] if ok else chunk_rows or 'default'}")
-    header = (f"{'size':>10} {'rows':>10} {'extract s':>10} {'validate s':>11} {'rows/s':>9} "
-              f"{'peak RSS MB':>12} {'baseline MB':>12} {'peak-over-baseline MB':>22}")
+    print(
+        f"extract + validate, voucherify.customers, full window [{WINDOW_START[:10]}, {WINDOW_END[:10]}), "
+        f"chunk rows {ok[0]['chunk_rows'] if ok else chunk_rows or 'default'}"
+    )
+    header = (
+        f"{'size':>10} {'rows':>10} {'extract s':>10} {'validate s':>11} {'rows/s':>9} "
+        f"{'peak RSS MB':>12} {'baseline MB':>12} {'peak-over-baseline MB':>22}"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
         if "error" in r:
             print(f"{r['size']:>10,} ERROR: {r['error']}")
             continue
-        print(f"{r['size']:>10,} {r['rows']:>10,} {r['extract_s']:>10.2f} {r['validate_s']:>11.2f} "
-              f"{r['rows_per_s']:>9,.0f} {r['peak_kb'] / MIB:>12.1f} {r['baseline_kb'] / MIB:>12.1f} "
-              f"{(r['peak_kb'] - r['baseline_kb']) / MIB:>22.1f}")
+        print(
+            f"{r['size']:>10,} {r['rows']:>10,} {r['extract_s']:>10.2f} {r['validate_s']:>11.2f} "
+            f"{r['rows_per_s']:>9,.0f} {r['peak_kb'] / MIB:>12.1f} {r['baseline_kb'] / MIB:>12.1f} "
+            f"{(r['peak_kb'] - r['baseline_kb']) / MIB:>22.1f}"
+        )
     print()
     print("details per size (engine-reported seconds, peak after extract, validate breakdown in seconds):")
     for r in ok:
         b = r["validate_breakdown"]
-        print(f"  {r['size']:>9,}: engine extract {r['engine_extract_s']:.2f} s, engine validate "
-              f"{r['engine_validate_s']:.2f} s; valid {r['valid']:,}, rejected {r['rejected']:,} "
-              f"({r['rejected_share'] * 100:.2f}%), deletes {r['deletes']:,}; "
-              f"warehouse rows {r['warehouse_rows']:,}")
-        print(f"  {'':>9}  peak RSS after extract {r['peak_after_extract_kb'] / MIB:.1f} MB "
-              f"(+{(r['peak_after_extract_kb'] - r['baseline_kb']) / MIB:.1f} over baseline); "
-              f"VmHWM {r['vmhwm_kb'] / MIB:.1f} MB; staged files {r['staged_mb']:.1f} MB")
-        print(f"  {'':>9}  validate: GX setup {b['gx_setup']:.2f}, GX chunks {b['gx_chunks']:.2f} "
-              f"({b['chunks']} chunks), duplicate-key pass {b['dedupe']:.2f}, quarantine writes "
-              f"{b['quarantine_write']:.2f}, ledger {b['ledger']:.2f}, parquet writes "
-              f"{b['parquet_write']:.2f}, other {b['other']:.2f}")
+        print(
+            f"  {r['size']:>9,}: engine extract {r['engine_extract_s']:.2f} s, engine validate "
+            f"{r['engine_validate_s']:.2f} s; valid {r['valid']:,}, rejected {r['rejected']:,} "
+            f"({r['rejected_share'] * 100:.2f}%), deletes {r['deletes']:,}; "
+            f"warehouse rows {r['warehouse_rows']:,}"
+        )
+        print(
+            f"  {'':>9}  peak RSS after extract {r['peak_after_extract_kb'] / MIB:.1f} MB "
+            f"(+{(r['peak_after_extract_kb'] - r['baseline_kb']) / MIB:.1f} over baseline); "
+            f"VmHWM {r['vmhwm_kb'] / MIB:.1f} MB; staged files {r['staged_mb']:.1f} MB"
+        )
+        print(
+            f"  {'':>9}  validate: GX setup {b['gx_setup']:.2f}, GX chunks {b['gx_chunks']:.2f} "
+            f"({b['chunks']} chunks), duplicate-key pass {b['dedupe']:.2f}, quarantine writes "
+            f"{b['quarantine_write']:.2f}, ledger {b['ledger']:.2f}, parquet writes "
+            f"{b['parquet_write']:.2f}, other {b['other']:.2f}"
+        )
     if len(ok) >= 2:
         small, large = min(ok, key=lambda r: r["size"]), max(ok, key=lambda r: r["size"])
         over_small = (small["peak_kb"] - small["baseline_kb"]) / MIB
         over_large = (large["peak_kb"] - large["baseline_kb"]) / MIB
         ratio = over_large / over_small if over_small > 0 else float("nan")
         print()
-        print(f"memory: peak-over-baseline {large['size']:,} vs {small['size']:,} = {over_large:.1f} / "
-              f"{over_small:.1f} MB = ratio {ratio:.2f} (flat memory: about 1; rows grew "
-              f"{large['rows'] / small['rows']:.1f}x)")
-        print(f"speed: rows/s {large['size']:,} vs {small['size']:,} = {large['rows_per_s']:,.0f} / "
-              f"{small['rows_per_s']:,.0f} = {large['rows_per_s'] / small['rows_per_s']:.2f}")
+        print(
+            f"memory: peak-over-baseline {large['size']:,} vs {small['size']:,} = {over_large:.1f} / "
+            f"{over_small:.1f} MB = ratio {ratio:.2f} (flat memory: about 1; rows grew "
+            f"{large['rows'] / small['rows']:.1f}x)"
+        )
+        print(
+            f"speed: rows/s {large['size']:,} vs {small['size']:,} = {large['rows_per_s']:,.0f} / "
+            f"{small['rows_per_s']:,.0f} = {large['rows_per_s'] / small['rows_per_s']:.2f}"
+        )
     print()
     print("summary:")
     for r in results:
@@ -168,10 +203,12 @@ def print_report(results: list[dict], chunk_rows: int | None) -> None:
             print(f"  {r['size']:,} customers: FAILED ({r['error']})")
             continue
         total = r["extract_s"] + r["validate_s"]
-        print(f"  {r['size']:,} customers -> {r['rows']:,} rows in {total:.1f} s "
-              f"({r['rows_per_s']:,.0f} rows/s; validate is {r['validate_s'] / total:.0%}"
-              f" of it), peak {r['peak_kb'] / MIB:.0f} MB = baseline {r['baseline_kb'] / MIB:.0f} MB "
-              f"+ {(r['peak_kb'] - r['baseline_kb']) / MIB:.0f} MB")
+        print(
+            f"  {r['size']:,} customers -> {r['rows']:,} rows in {total:.1f} s "
+            f"({r['rows_per_s']:,.0f} rows/s; validate is {r['validate_s'] / total:.0%}"
+            f" of it), peak {r['peak_kb'] / MIB:.0f} MB = baseline {r['baseline_kb'] / MIB:.0f} MB "
+            f"+ {(r['peak_kb'] - r['baseline_kb']) / MIB:.0f} MB"
+        )
 
 
 def parent(args: argparse.Namespace) -> int:
@@ -183,6 +220,7 @@ def parent(args: argparse.Namespace) -> int:
     if not cache.is_absolute():
         cache = REPO / cache
     warehouses = {size: warehouse_for(size, args.seed, cache, args.rebuild) for size in sizes}
+    load_start = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="retl-bench-ev-"))
     results = []
     try:
@@ -199,6 +237,10 @@ def parent(args: argparse.Namespace) -> int:
         else:
             shutil.rmtree(root, ignore_errors=True)
     print_report(results, args.chunk_rows)
+    print(
+        f"  load average at start {load_start:.2f}, at end {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs "
+        "(timings are wall seconds: other work on the machine inflates them)"
+    )
     return 0 if all("error" not in r for r in results) else 1
 
 
@@ -259,8 +301,10 @@ class _Timers:
         if force or now - self.last_print >= 2.0:
             self.last_print = now
             elapsed = now - self.phase_started
-            _say(f"  size {self.size:,}: {self.phase} {self.rows:,} rows after {elapsed:.1f} s "
-                 f"({self.rows / max(elapsed, 1e-9):,.0f} rows/s)")
+            _say(
+                f"  size {self.size:,}: {self.phase} {self.rows:,} rows after {elapsed:.1f} s "
+                f"({self.rows / max(elapsed, 1e-9):,.0f} rows/s)"
+            )
 
 
 def _instrument(timers: _Timers) -> None:
@@ -337,9 +381,11 @@ def child(spec: dict) -> int:
 
     _quiet_logs(spec["verbose"])
     baseline_kb = maxrss()
-    _say(f"  size {size:,}: imports took {time.monotonic() - started:.1f} s; RSS baseline "
-         f"{baseline_kb / MIB:.1f} MB (bare interpreter {interpreter_kb / MIB:.1f} MB); "
-         f"chunk rows {settings.chunk_rows():,}")
+    _say(
+        f"  size {size:,}: imports took {time.monotonic() - started:.1f} s; RSS baseline "
+        f"{baseline_kb / MIB:.1f} MB (bare interpreter {interpreter_kb / MIB:.1f} MB); "
+        f"chunk rows {settings.chunk_rows():,}"
+    )
     timers = _Timers(size)
     _instrument(timers)
     profiler = None
@@ -354,16 +400,18 @@ def child(spec: dict) -> int:
     if profiler:
         profiler.enable()
     t0 = time.monotonic()
-    manifest = extract_mod.extract(destination=DESTINATION, entity=ENTITY, window=window, dag_id=dag_id,
-                                   run_id=run_id)
+    manifest = extract_mod.extract(
+        destination=DESTINATION, entity=ENTITY, window=window, dag_id=dag_id, run_id=run_id
+    )
     extract_s = time.monotonic() - t0
     timers.progress(0, force=True)
     peak_after_extract_kb = maxrss()
 
     timers.start("validate")
     t0 = time.monotonic()
-    checked = validate_mod.validate(extract_manifest=manifest, dag_id=dag_id, run_id=run_id,
-                                    max_rejected_share=1.0)
+    checked = validate_mod.validate(
+        extract_manifest=manifest, dag_id=dag_id, run_id=run_id, max_rejected_share=1.0
+    )
     validate_s = time.monotonic() - t0
     if profiler:
         profiler.disable()
@@ -391,15 +439,24 @@ def child(spec: dict) -> int:
     breakdown["chunks"] = timers.chunks - 1  # minus the final forced progress line
     rows = manifest["rows"]
     result = {
-        "size": size, "rows": rows, "deletes": manifest["deletes"], "warehouse_rows": warehouse_rows,
+        "size": size,
+        "rows": rows,
+        "deletes": manifest["deletes"],
+        "warehouse_rows": warehouse_rows,
         "chunk_rows": settings.chunk_rows(),
-        "extract_s": round(extract_s, 3), "validate_s": round(validate_s, 3),
-        "engine_extract_s": manifest["seconds"], "engine_validate_s": checked["validate_seconds"],
+        "extract_s": round(extract_s, 3),
+        "validate_s": round(validate_s, 3),
+        "engine_extract_s": manifest["seconds"],
+        "engine_validate_s": checked["validate_seconds"],
         "rows_per_s": rows / (extract_s + validate_s),
-        "valid": checked["valid"], "rejected": checked["rejected"],
+        "valid": checked["valid"],
+        "rejected": checked["rejected"],
         "rejected_share": checked["rejected"] / max(1, rows),
-        "interpreter_kb": interpreter_kb, "baseline_kb": baseline_kb,
-        "peak_after_extract_kb": peak_after_extract_kb, "peak_kb": peak_kb, "vmhwm_kb": vmhwm_kb,
+        "interpreter_kb": interpreter_kb,
+        "baseline_kb": baseline_kb,
+        "peak_after_extract_kb": peak_after_extract_kb,
+        "peak_kb": peak_kb,
+        "vmhwm_kb": vmhwm_kb,
         "staged_mb": round(_folder_mb(settings.staging_url()), 1),
         "extract_parquet_write_s": round(s.get("extract_parquet_write", 0.0), 3),
         "validate_breakdown": breakdown,
@@ -413,8 +470,12 @@ def child(spec: dict) -> int:
 
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(30)
-        print(f"\ncProfile of extract + validate, size {size:,} (top 30 by own time; timings above are "
-              f"inflated by the profiler):\n{out.getvalue()}", file=sys.stderr, flush=True)
+        print(
+            f"\ncProfile of extract + validate, size {size:,} (top 30 by own time; timings above are "
+            f"inflated by the profiler):\n{out.getvalue()}",
+            file=sys.stderr,
+            flush=True,
+        )
     return 0
 
 
@@ -424,24 +485,40 @@ def main(argv: list[str] | None = None) -> int:
         "full window, one fresh process per warehouse size; prints a table and a summary.",
         epilog="Read peak-over-baseline MB: it should not grow with the size (ratio about 1 = flat memory).",
     )
-    parser.add_argument("--sizes", default="100000,1000000",
-                        help="comma-separated customer counts of the sample warehouses "
-                        "(default: %(default)s)")
-    parser.add_argument("--cache", default="data/bench",
-                        help="folder of cached sample warehouses, one DuckDB file per size and seed; "
-                        "relative paths are under the repository (default: %(default)s)")
+    parser.add_argument(
+        "--sizes",
+        default="100000,1000000",
+        help="comma-separated customer counts of the sample warehouses (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cache",
+        default="data/bench",
+        help="folder of cached sample warehouses, one DuckDB file per size and seed; "
+        "relative paths are under the repository (default: %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=42, help="sample data seed (default: %(default)s)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cached warehouses")
-    parser.add_argument("--chunk-rows", type=int, default=None,
-                        help="rows per chunk, passed to the engine as RETL_CHUNK_ROWS (default: the "
-                        "engine's own, 50000)")
-    parser.add_argument("--timeout", type=float, default=3600.0,
-                        help="seconds allowed per size before the child is killed (default: %(default)s)")
-    parser.add_argument("--profile", action="store_true",
-                        help="also run cProfile in each child and print the top functions (slows the run)")
+    parser.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=None,
+        help="rows per chunk, passed to the engine as RETL_CHUNK_ROWS (default: the engine's own, 50000)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=3600.0,
+        help="seconds allowed per size before the child is killed (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also run cProfile in each child and print the top functions (slows the run)",
+    )
     parser.add_argument("--verbose", action="store_true", help="show the engine's INFO logs")
-    parser.add_argument("--keep-tmp", action="store_true",
-                        help="keep the temporary AIRFLOW_HOME for inspection")
+    parser.add_argument(
+        "--keep-tmp", action="store_true", help="keep the temporary AIRFLOW_HOME for inspection"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,6 +36,8 @@ def airflow_env(home: Path) -> dict[str, str]:
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "GX_ANALYTICS_ENABLED": "False",
         "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO)]),
+        # `airflow standalone` starts its parts as `airflow ...`: the venv's bin must be on PATH.
+        "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
         "RETL_STAGING_URL": (home / "retl" / "staging").as_uri(),
     }
 

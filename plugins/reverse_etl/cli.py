@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                 + (f"  {event['detail']}" if event["detail"] else "")
             )
         return 0
-    engine, ledger, _, runs_table = _engine(url)
+    engine, ledger, _, runs_table, _ = _engine(url)
     with engine.connect() as conn:
         if args.command == "runs":
             rows = conn.execute(

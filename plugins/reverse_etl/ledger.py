@@ -108,7 +108,15 @@ def _tables(metadata):
         Column("report", Text),
         Index("ix_sync_runs_run", "dag_id", "run_id"),
     )
-    return ledger, events, runs
+    leases = Table(
+        "sync_leases",
+        metadata,
+        Column("destination", String(64), primary_key=True),
+        Column("entity", String(64), primary_key=True),
+        Column("holder", String(512), nullable=False),
+        Column("expires_at", DateTime, nullable=False),
+    )
+    return ledger, events, runs, leases
 
 
 def state_store_url(conn_id: str | None = None) -> str:
@@ -179,7 +187,8 @@ class Ledger:
         self.entity = entity
         self.run_id = run_id
         self.url = url or state_store_url()
-        self.engine, self.ledger, self.events, self.runs = _engine(self.url)
+        self.engine, self.ledger, self.events, self.runs, self.leases = _engine(self.url)
+        self._lease_renewed = 0.0
 
     @property
     def dialect(self) -> str:
@@ -219,6 +228,100 @@ class Ledger:
         ]
         if rows:
             conn.execute(self.events.insert(), rows)
+
+    # --- one load per sync at a time ------------------------------------------------------------------
+    def acquire_lease(self, holder: str, ttl: float, wait: float) -> None:
+        """Make this load the only one sending for (destination, entity): a daily run and a backfill must
+        not drain the same pending records at once. The holder's own retry takes its lease back at once;
+        a crashed holder's lease expires after ``ttl`` seconds."""
+        import time
+
+        from sqlalchemy import insert, select, update
+        from sqlalchemy.exc import IntegrityError
+
+        from reverse_etl.errors import SyncError
+
+        t = self.leases
+        scope = (t.c.destination == self.destination) & (t.c.entity == self.entity)
+        deadline = time.monotonic() + wait
+        while True:
+            now = _now()
+            expires = now + dt.timedelta(seconds=ttl)
+            try:
+                with self.engine.begin() as conn:
+                    current = conn.execute(select(t.c.holder, t.c.expires_at).where(scope)).first()
+                    if current is None:
+                        conn.execute(
+                            insert(t).values(
+                                destination=self.destination,
+                                entity=self.entity,
+                                holder=holder,
+                                expires_at=expires,
+                            )
+                        )
+                        break
+                    if current.holder == holder or current.expires_at < now:
+                        taken = conn.execute(
+                            update(t)
+                            .where(
+                                scope
+                                & (t.c.holder == current.holder)
+                                & (t.c.expires_at == current.expires_at)
+                            )
+                            .values(holder=holder, expires_at=expires)
+                        ).rowcount
+                        if taken:
+                            break
+            except IntegrityError:
+                continue  # another load inserted first: look again
+            if time.monotonic() > deadline:
+                raise SyncError(
+                    f"{self.destination}.{self.entity} is being loaded by {current.holder} (lease until "
+                    f"{current.expires_at} UTC); this load waited {wait:.0f} s and gives up. Airflow's retry "
+                    "will try again; clear the other run if it is stuck."
+                )
+            time.sleep(min(5.0, max(0.2, ttl / 10)))
+        self._lease_renewed = time.monotonic()
+        self._lease = (holder, ttl)
+
+    def renew_lease(self) -> None:
+        """Push the lease's expiry on while the load makes progress (at most every third of the ttl)."""
+        import time
+
+        from sqlalchemy import update
+
+        holder, ttl = getattr(self, "_lease", (None, 0))
+        if holder is None or time.monotonic() - self._lease_renewed < ttl / 3:
+            return
+        t = self.leases
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t)
+                .where(
+                    (t.c.destination == self.destination)
+                    & (t.c.entity == self.entity)
+                    & (t.c.holder == holder)
+                )
+                .values(expires_at=_now() + dt.timedelta(seconds=ttl))
+            )
+        self._lease_renewed = time.monotonic()
+
+    def release_lease(self) -> None:
+        from sqlalchemy import delete
+
+        holder, _ = getattr(self, "_lease", (None, 0))
+        if holder is None:
+            return
+        t = self.leases
+        with self.engine.begin() as conn:
+            conn.execute(
+                delete(t).where(
+                    (t.c.destination == self.destination)
+                    & (t.c.entity == self.entity)
+                    & (t.c.holder == holder)
+                )
+            )
+        self._lease = (None, 0)
 
     def lookup(self, keys: list[str]) -> dict[str, dict]:
         """Current ledger rows for these keys (status, hashes), in one query per thousand keys."""
@@ -414,7 +517,7 @@ def record_history(destination: str, entity: str, key: str, url: str | None = No
     """Everything the state store knows about one record: current row and every event."""
     from sqlalchemy import select
 
-    engine, ledger, events, _ = _engine(url or state_store_url())
+    engine, ledger, events, _, _ = _engine(url or state_store_url())
     with engine.connect() as conn:
         current = conn.execute(
             select(ledger).where(
@@ -442,7 +545,7 @@ def run_reports(dag_id: str, run_id: str, url: str | None = None) -> list[dict]:
     """The load reports of one DAG run, latest try of each entity last."""
     from sqlalchemy import select
 
-    engine, _, _, runs = _engine(url or state_store_url())
+    engine, _, _, runs, _ = _engine(url or state_store_url())
     with engine.connect() as conn:
         rows = conn.execute(
             select(runs).where((runs.c.dag_id == dag_id) & (runs.c.run_id == run_id)).order_by(runs.c.id)

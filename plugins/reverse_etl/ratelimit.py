@@ -28,9 +28,10 @@ class RateSpec:
 
     @property
     def window_ms(self) -> int:
-        """The window plus a margin (1%, at least 50 ms) for clock and network jitter."""
+        """The window plus a margin (1%, at least 250 ms): the bucket stamps a request when its slot is
+        taken, the vendor when it arrives, and a busy worker can be a few hundred ms between the two."""
         base = int(self.window_seconds * 1000)
-        return base + max(50, base // 100)
+        return base + max(250, base // 100)
 
 
 def backend_url() -> str:

@@ -37,3 +37,13 @@ def staging_url() -> str:
 def chunk_rows() -> int:
     """Rows per chunk when streaming from the warehouse and validating: bounds memory per task."""
     return int(os.environ.get("RETL_CHUNK_ROWS", "50000"))
+
+
+def lease_seconds() -> float:
+    """How long a load's claim on its sync outlives its last sign of life (a crashed task's claim expires)."""
+    return float(os.environ.get("RETL_LEASE_SECONDS", "300"))
+
+
+def lease_wait_seconds() -> float:
+    """How long a load waits for another load of the same sync (a backfill, say) before failing."""
+    return float(os.environ.get("RETL_LEASE_WAIT_SECONDS", "3600"))

@@ -67,6 +67,7 @@ def run_validate(manifest: dict) -> dict:
         dag_id=context["dag"].dag_id,
         run_id=context["run_id"],
         max_rejected_share=float(params.get("max_rejected_share", 0.1)),
+        record_rejections=not params.get("dry_run"),
     )
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 
 from reverse_etl.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,14 @@ def resolve_window(params: dict, data_interval_start: object, data_interval_end:
         window = Window(_parse(start, "window_start"), _parse(end, "window_end"))
     else:
         if data_interval_start is None or data_interval_end is None:
-            raise ConfigError("This run has no data interval: give params 'window_start' and 'window_end'.")
+            # Airflow 3 gives a manual run without a logical date no data interval: sync the last full UTC day.
+            today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+            log.info(
+                "no data interval and no window params: syncing the last full day [%s, %s)",
+                (today - dt.timedelta(days=1)).isoformat(),
+                today.isoformat(),
+            )
+            return Window(today - dt.timedelta(days=1), today)
         window = Window(
             _parse(data_interval_start, "data_interval_start"), _parse(data_interval_end, "data_interval_end")
         )

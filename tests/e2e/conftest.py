@@ -33,6 +33,7 @@ def harness(airflow_db, warehouse, tmp_path):
                 "RETL_RATE_LIMIT_URL": f"sqlite:///{tmp_path / 'ratelimit.sqlite'}",
                 "RETL_STAGING_URL": (tmp_path / "staging").as_uri(),
                 "RETL_TASK_RETRIES": "0",
+                "RETL_LEASE_SECONDS": "5",  # a killed run's claim on its sync expires quickly
             }
         )
         yield Harness(sandbox, env, tmp_path)

@@ -51,3 +51,23 @@ def test_rejected_records_are_kept_with_reason(state_store):
     history = record_history("vendor", "customers", "7")
     assert history["current"]["status"] == "rejected"
     assert "valid address" in history["current"]["error"]
+
+
+def test_one_load_per_sync_at_a_time(state_store):
+    import time
+
+    import pytest
+
+    from reverse_etl.errors import SyncError
+
+    daily, backfill = Ledger("v", "orders", "daily"), Ledger("v", "orders", "backfill")
+    daily.acquire_lease("dag/daily/orders.load", ttl=1.5, wait=0)
+    daily.acquire_lease("dag/daily/orders.load", ttl=1.5, wait=0)  # its own retry takes it back at once
+    with pytest.raises(SyncError, match=r"being loaded by dag/daily/orders\.load"):
+        backfill.acquire_lease("dag/backfill/orders.load", ttl=1.5, wait=0.3)
+    Ledger("v", "customers", "backfill").acquire_lease("dag/backfill/customers.load", ttl=1.5, wait=0)
+    daily.release_lease()
+    backfill.acquire_lease("dag/backfill/orders.load", ttl=1.0, wait=0)
+    # A crashed holder never releases: its lease expires.
+    time.sleep(1.1)
+    daily.acquire_lease("dag/daily/orders.load", ttl=1.0, wait=0)

@@ -54,3 +54,9 @@ def test_window_from_data_interval_and_clear_errors():
         resolve_window({"window_start": "2026-10-01"}, None, None)
     with pytest.raises(ConfigError, match="not an ISO date"):
         resolve_window({"window_start": "yesterday", "window_end": "today"}, None, None)
+
+
+def test_manual_run_without_interval_or_params_syncs_the_last_full_day():
+    window = resolve_window({}, None, None)
+    assert window.end - window.start == dt.timedelta(days=1)
+    assert window.end.hour == 0 and window.end <= dt.datetime.now(dt.UTC)

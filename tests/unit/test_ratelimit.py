@@ -34,3 +34,4 @@ def test_bucket_is_shared_by_processes(tmp_path):
 def test_window_margin_is_small():
     spec = RateSpec(100, 60)
     assert 60_000 < spec.window_ms <= 60_600
+    assert RateSpec(5, 1).window_ms == 1250  # short windows keep a floor for worker-to-vendor delay

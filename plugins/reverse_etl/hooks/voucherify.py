@@ -93,6 +93,7 @@ class VoucherifyHook(VendorHttpHook):
         poll = self.extra("async_poll_seconds", 1.0)
         deadline = time.monotonic() + self.extra("async_timeout_seconds", 1800.0)
         while True:
+            time.sleep(poll)  # a job is never done the moment it is accepted: each early poll costs budget
             action = self.get_async_action(action_id)
             if action.get("status") in FINISHED:
                 return action
@@ -101,7 +102,6 @@ class VoucherifyHook(VendorHttpHook):
                     f"Voucherify async action {action_id} still {action.get('status')} after the timeout; "
                     "the task will retry and resume polling it."
                 )
-            time.sleep(poll)
 
 
 def _seconds_until(epoch: Any) -> float | None:

@@ -98,6 +98,11 @@ class SyncLoadOperator(BaseOperator):
         status, error = "success", None
         try:
             if not dry_run:
+                ledger.acquire_lease(
+                    f"{context['dag'].dag_id}/{context['run_id']}/{self.task_id}",
+                    ttl=settings.lease_seconds(),
+                    wait=settings.lease_wait_seconds(),
+                )
                 self._resume_jobs(hook, ledger, counts)
             self._plan(ledger, manifest, counts, context, dry_run=dry_run, full_resync=full_resync)
             if not dry_run:
@@ -106,6 +111,7 @@ class SyncLoadOperator(BaseOperator):
             status, error = "failed", f"{type(exc).__name__}: {exc}"
             raise
         finally:
+            ledger.release_lease()
             report = {
                 "destination": self.destination,
                 "entity": self.entity,
@@ -273,6 +279,7 @@ class SyncLoadOperator(BaseOperator):
 
     def _apply(self, ledger: Ledger, outcomes: list[Outcome], counts: dict) -> None:
         ledger.apply(outcomes)
+        ledger.renew_lease()
         for outcome in outcomes:
             if outcome.status == DELIVERED:
                 counts["sent"] += 1
