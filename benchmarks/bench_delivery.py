@@ -419,16 +419,16 @@ def main(argv: list[str] | None = None) -> int:
         epilog="Goals: paced utilisation > 95% of the allowed rate and 0 limiter 429s.",
     )
     parser.add_argument(
-        "--limit", type=int, default=50, help="sandbox limit: requests per window (%(default)s)"
+        "--limit", type=int, default=100, help="sandbox limit: requests per window (%(default)s)"
     )
-    parser.add_argument("--window", type=float, default=5.0, help="sandbox window in seconds (%(default)s)")
+    parser.add_argument("--window", type=float, default=10.0, help="sandbox window in seconds (%(default)s)")
     parser.add_argument(
         "--workers", type=int, default=3, help="worker processes, one hook each (%(default)s)"
     )
     parser.add_argument(
         "--seconds",
         type=float,
-        default=30.0,
+        default=40.0,
         help="wall seconds of each order phase (paced, unpaced) (%(default)s)",
     )
     parser.add_argument(

@@ -77,7 +77,7 @@ def main() -> int:
             print(f"quarantine of {report['entity']}: {report['quarantine']}")
     print()
     print(
-        "What happened to a record:  .venv/bin/python -m reverse_etl.cli --state .airflow/retl/state.db "
+        "What happened to a record:  PYTHONPATH=plugins .venv/bin/python -m reverse_etl.cli --state .airflow/retl/state.db "
         "why voucherify customers <customer_id>"
     )
     return 0 if result["state"] == "success" else 1
