@@ -14,6 +14,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SANDBOX_APP_ID = "sandbox-app-id"
 SANDBOX_APP_TOKEN = "sandbox-app-token"
+SALESFIRE_SITE = "site-1"
+SALESFIRE_LISTS = {"customers-uk": "sandbox-secret-uk", "customers-eu": "sandbox-secret-eu"}
 
 
 def conn_json(conn_type: str, **fields: object) -> str:
@@ -50,6 +52,8 @@ def connections_env(
     warehouse_type: str = "duckdb",
     state_type: str = "sqlite",
     voucherify_extra: dict | None = None,
+    salesfire_url: str | None = None,
+    salesfire_extra: dict | None = None,
 ) -> dict[str, str]:
     """``AIRFLOW_CONN_*`` for the warehouse, the state store and the vendor sandboxes."""
     env = {}
@@ -68,5 +72,12 @@ def connections_env(
             login=SANDBOX_APP_ID,
             password=SANDBOX_APP_TOKEN,
             extra={"requests_per_minute": 100, **(voucherify_extra or {})},
+        )
+    if salesfire_url:
+        env["AIRFLOW_CONN_SALESFIRE_DEFAULT"] = conn_json(
+            "http",
+            host=salesfire_url,
+            login=SALESFIRE_SITE,
+            extra={"lists": SALESFIRE_LISTS, "requests_per_minute": 100, **(salesfire_extra or {})},
         )
     return env

@@ -24,7 +24,7 @@ def dagbag():
 
 def test_every_dag_imports(dagbag):
     assert dagbag.import_errors == {}
-    assert {"voucherify_sync"} <= set(dagbag.dags)
+    assert {"voucherify_sync", "salesfire_sync"} <= set(dagbag.dags)
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import duckdb
 
-from sandbox.env import REPO
-from sandbox.voucherify import VoucherifySandbox
+from sandbox.env import REPO, connections_env
+from sandbox.httpbase import SandboxServer
 
 WINDOW = ("2026-10-28", "2026-11-01")  # four days: a few hundred customers, every defect kind
 # 50 requests per second: fast tests, same pacing code as 100 per minute.
@@ -25,16 +25,17 @@ LIMIT, WINDOW_SECONDS = 50, 1.0
 
 @dataclass
 class Harness:
-    sandbox: VoucherifySandbox
+    sandbox: SandboxServer
     env: dict
     tmp: Path
+    dag_id: str = "voucherify_sync"
     runs: list = field(default_factory=list)
 
     def command(self, conf: dict | None = None, window: tuple[str, str] = WINDOW) -> list[str]:
         return [
             sys.executable,
             str(REPO / "scripts" / "run_dag.py"),
-            "voucherify_sync",
+            self.dag_id,
             "--window-start",
             window[0],
             "--window-end",
@@ -87,6 +88,39 @@ class Harness:
             for r in self.sandbox.requests
             if r["method"] == method and r["path"].startswith(path_prefix) and r["status"] < 300
         ]
+
+
+def run_env(tmp: Path, warehouse: Path, **connections) -> dict:
+    """Environment of a DAG run against the sandboxes: this test's state store, bucket and staging.
+
+    ``connections`` go to ``sandbox.env.connections_env`` (``voucherify_url=...``, ``salesfire_url=...``);
+    every vendor connection is paced at LIMIT per WINDOW_SECONDS with short backoffs and polls.
+    """
+    fast = {
+        "requests_per_minute": LIMIT * 60 / WINDOW_SECONDS,
+        "rate_window_seconds": WINDOW_SECONDS,
+        "backoff_base_seconds": 0.2,
+        "async_poll_seconds": 0.05,
+    }
+    env = os.environ.copy()
+    env.update(
+        connections_env(
+            warehouse=str(warehouse),
+            state=str(tmp / "state.db"),
+            voucherify_extra=fast,
+            salesfire_extra=fast,
+            **connections,
+        )
+    )
+    env.update(
+        {
+            "RETL_RATE_LIMIT_URL": f"sqlite:///{tmp / 'ratelimit.sqlite'}",
+            "RETL_STAGING_URL": (tmp / "staging").as_uri(),
+            "RETL_TASK_RETRIES": "0",
+            "RETL_LEASE_SECONDS": "5",  # a killed run's claim on its sync expires quickly
+        }
+    )
+    return env
 
 
 def local(url: str) -> str:

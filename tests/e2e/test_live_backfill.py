@@ -15,9 +15,9 @@ from collections import Counter
 import duckdb
 import pytest
 
-from sandbox.env import airflow_env, connections_env
+from sandbox.env import airflow_env
 from sandbox.voucherify import VoucherifySandbox
-from tests.e2e.harness import wait_for
+from tests.e2e.harness import LIMIT, WINDOW_SECONDS, run_env, wait_for
 
 pytestmark = pytest.mark.e2e
 FROM, TO = "2026-10-29", "2026-10-31"  # logical dates 10-29 03:00 and 10-30 03:00: two daily runs
@@ -48,26 +48,12 @@ def free_port() -> int:
 
 @pytest.fixture
 def standalone(warehouse, tmp_path):
-    with VoucherifySandbox(port=0, limit=50, window_seconds=1, async_delay=0.02) as sandbox:
+    with VoucherifySandbox(port=0, limit=LIMIT, window_seconds=WINDOW_SECONDS, async_delay=0.02) as sandbox:
         port = free_port()
-        env = os.environ.copy()
+        env = run_env(tmp_path, warehouse, voucherify_url=sandbox.url)
         env.update(airflow_env(tmp_path / "airflow"))
         env.update(
-            connections_env(
-                warehouse=str(warehouse),
-                state=str(tmp_path / "state.db"),
-                voucherify_url=sandbox.url,
-                voucherify_extra={
-                    "requests_per_minute": 3000,
-                    "rate_window_seconds": 1,
-                    "async_poll_seconds": 0.05,
-                },
-            )
-        )
-        env.update(
             {
-                "RETL_RATE_LIMIT_URL": f"sqlite:///{tmp_path / 'ratelimit.sqlite'}",
-                "RETL_TASK_RETRIES": "0",
                 "AIRFLOW__API__PORT": str(port),
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
@@ -140,4 +126,4 @@ def test_backfill_create_runs_the_intervals_and_shares_the_bucket(standalone, wa
     assert max(sent.values()) == 1
     assert set(sent) <= changed and len(sent) >= 0.9 * len(changed)  # the rest were quarantined
     assert sandbox.stats()["throttled_by_limiter"] == 0
-    assert sandbox.max_in_window() <= 50
+    assert sandbox.max_in_window() <= LIMIT

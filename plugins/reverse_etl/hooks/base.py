@@ -135,9 +135,6 @@ class VendorHttpHook(BaseHook):
     def auth_headers(self) -> dict[str, str]:
         return {}
 
-    def prepare(self, request) -> None:
-        """Last touch on a prepared request before it leaves (body signatures need the final bytes)."""
-
     def error_message(self, response) -> str:
         return f"HTTP {response.status_code}: {response.text[:500]}"
 
@@ -174,7 +171,6 @@ class VendorHttpHook(BaseHook):
         while True:
             self.stats.rate_wait_seconds += self.limiter.acquire()
             prepared = session.prepare_request(requests.Request(method, url, **kwargs))
-            self.prepare(prepared)
             problem: str
             try:
                 response = session.send(prepared, timeout=timeout)
