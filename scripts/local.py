@@ -12,10 +12,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "plugins")]
 
-from sandbox.env import airflow_env, connections_env  # noqa: E402
+from sandbox.env import SALESFIRE_LISTS, SALESFIRE_SITE, airflow_env, connections_env  # noqa: E402
 
 HOME = REPO / ".airflow"
 WAREHOUSE = REPO / "data" / "warehouse.duckdb"
+POOLS = ("voucherify_default", "salesfire_default")  # one per vendor account
 
 
 def say(message: str) -> None:
@@ -51,19 +52,24 @@ def free_port() -> int:
 
 
 def start_voucherify(port: int, limit: int, window: float) -> tuple[subprocess.Popen, str]:
+    args = ["--limit", str(limit), "--window", str(window)]
+    return start_sandbox("voucherify", port, args)
+
+
+def start_salesfire(port: int) -> tuple[subprocess.Popen, str]:
+    args = [
+        arg
+        for name, secret in SALESFIRE_LISTS.items()
+        for arg in ("--list", f"{SALESFIRE_SITE}/{name}={secret}")
+    ]
+    return start_sandbox("salesfire", port, args)
+
+
+def start_sandbox(vendor: str, port: int, args: list[str]) -> tuple[subprocess.Popen, str]:
+    """Start ``python -m sandbox.<vendor>`` on ``port`` and wait until it accepts connections."""
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sandbox.voucherify",
-            "--port",
-            str(port),
-            "--limit",
-            str(limit),
-            "--window",
-            str(window),
-        ],
+        [sys.executable, "-m", f"sandbox.{vendor}", "--port", str(port), *args],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
     )
@@ -74,11 +80,13 @@ def start_voucherify(port: int, limit: int, window: float) -> tuple[subprocess.P
                 return proc, url
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the Voucherify sandbox did not start (see the message above)") from None
+                raise SystemExit(f"the {vendor} sandbox did not start (see the message above)") from None
             time.sleep(0.2)
 
 
-def environment(voucherify_url: str, requests_per_minute: int) -> dict[str, str]:
+def environment(
+    voucherify_url: str, requests_per_minute: int, salesfire_url: str | None = None
+) -> dict[str, str]:
     env = os.environ.copy()
     env.update(airflow_env(HOME))
     env.update(
@@ -87,6 +95,7 @@ def environment(voucherify_url: str, requests_per_minute: int) -> dict[str, str]
             state=str(HOME / "retl" / "state.db"),
             voucherify_url=voucherify_url,
             voucherify_extra={"requests_per_minute": requests_per_minute},
+            salesfire_url=salesfire_url,
         )
     )
     env["RETL_RATE_LIMIT_URL"] = f"sqlite:///{HOME / 'retl' / 'ratelimit.sqlite'}"
@@ -102,19 +111,20 @@ def migrate(env: dict[str, str], log) -> None:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "airflow",
-            "pools",
-            "set",
-            "voucherify_default",
-            "2",
-            "Voucherify account: tasks that call the API",
-        ],
-        env=env,
-        check=True,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    for pool in POOLS:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "airflow",
+                "pools",
+                "set",
+                pool,
+                "2",
+                "vendor account: tasks that call its API",
+            ],
+            env=env,
+            check=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )

@@ -8,17 +8,18 @@ import os
 import subprocess
 import sys
 
-from local import HOME, REPO, ensure_warehouse, environment, migrate, say, start_voucherify
+from local import HOME, REPO, ensure_warehouse, environment, migrate, say, start_salesfire, start_voucherify
 
 PORT = int(os.environ.get("RETL_UI_PORT", "8080"))
-SANDBOX_PORT = int(os.environ.get("RETL_SANDBOX_PORT", "8010"))
+SANDBOX_PORT = int(os.environ.get("RETL_SANDBOX_PORT", "8010"))  # Voucherify; Salesfire on the next port
 
 
 def main() -> int:
     ensure_warehouse()
     (HOME / "retl").mkdir(parents=True, exist_ok=True)
     sandbox, url = start_voucherify(SANDBOX_PORT, 100, 60)
-    env = environment(url, 100)
+    salesfire, salesfire_url = start_salesfire(SANDBOX_PORT + 1)
+    env = environment(url, 100, salesfire_url)
     env.update(
         {
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
@@ -30,6 +31,7 @@ def main() -> int:
         with (HOME / "ui-setup.log").open("w") as log:
             migrate(env, log)
         say(f"Voucherify sandbox at {url} (100 requests/minute, like the Business plan)")
+        say(f"Salesfire sandbox at {salesfire_url} (site-1, lists customers-uk and customers-eu)")
         say(f"Airflow UI at http://localhost:{PORT} (no login: local use only). Ctrl-C to stop.")
         say(
             "Trigger voucherify_sync with params window_start=2026-10-31, window_end=2026-11-01 for sample data."
@@ -39,6 +41,7 @@ def main() -> int:
         return 0
     finally:
         sandbox.terminate()
+        salesfire.terminate()
 
 
 if __name__ == "__main__":
