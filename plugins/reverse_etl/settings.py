@@ -47,3 +47,8 @@ def lease_seconds() -> float:
 def lease_wait_seconds() -> float:
     """How long a load waits for another load of the same sync (a backfill, say) before failing."""
     return float(os.environ.get("RETL_LEASE_WAIT_SECONDS", "3600"))
+
+
+def staging_retention_days() -> float:
+    """Run folders in staging (extracts, valid rows, quarantine files) older than this are deleted."""
+    return float(os.environ.get("RETL_STAGING_RETENTION_DAYS", "14"))

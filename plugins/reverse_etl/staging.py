@@ -30,6 +30,32 @@ def sync_dir(dag_id: str, run_id: str, entity: str) -> ObjectStoragePath:
     return path
 
 
+def prune(dag_id: str, keep_days: float, now: float | None = None) -> list[str]:
+    """Delete this DAG's run folders older than ``keep_days`` (by their newest file); return their names.
+
+    Quarantine files live in these folders too: keep them as long as someone may need to read them.
+    """
+    import shutil
+    import time
+
+    from airflow.sdk import ObjectStoragePath
+
+    root = ObjectStoragePath(settings.staging_url()) / _safe(dag_id)
+    if keep_days <= 0 or not root.exists():
+        return []
+    cutoff = (now or time.time()) - keep_days * 86400
+    removed = []
+    for run_dir in root.iterdir():
+        newest = max((f.stat().st_mtime for f in run_dir.rglob("*") if f.is_file()), default=0.0)
+        if newest and newest < cutoff:
+            if run_dir.protocol in ("", "file", "local"):
+                shutil.rmtree(run_dir.path)
+            else:
+                run_dir.rmdir(recursive=True)
+            removed.append(run_dir.name)
+    return removed
+
+
 def as_path(url: str) -> ObjectStoragePath:
     from airflow.sdk import ObjectStoragePath
 

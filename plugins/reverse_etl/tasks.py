@@ -94,10 +94,19 @@ def run_report(entities: list[str]) -> dict[str, Any]:
     from airflow.sdk import get_current_context
     from airflow.sdk.exceptions import AirflowFailException
 
+    from reverse_etl import settings
     from reverse_etl.ledger import run_reports
+    from reverse_etl.staging import prune
 
     context = get_current_context()
     params = context["params"]
+    removed = prune(context["dag"].dag_id, settings.staging_retention_days())
+    if removed:
+        log.info(
+            "staging: removed %d run folders older than %s days",
+            len(removed),
+            settings.staging_retention_days(),
+        )
     latest: dict[str, dict] = {}
     for row in run_reports(context["dag"].dag_id, context["run_id"]):
         latest[row["entity"]] = row["report"]

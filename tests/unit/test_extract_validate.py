@@ -128,3 +128,21 @@ def test_missing_warehouse_connection_names_the_variable(monkeypatch, state_stor
     monkeypatch.delenv("AIRFLOW_CONN_RETL_WAREHOUSE", raising=False)
     with pytest.raises(ConfigError, match="AIRFLOW_CONN_RETL_WAREHOUSE"):
         run_extract()
+
+
+def test_staging_prune_removes_only_old_run_folders(monkeypatch, tmp_path):
+    import os
+    import time
+
+    from reverse_etl.staging import prune
+
+    monkeypatch.setenv("RETL_STAGING_URL", (tmp_path / "staging").as_uri())
+    for run, age_days in (("old", 20), ("recent", 1)):
+        folder = tmp_path / "staging" / "dag" / run / "customers"
+        folder.mkdir(parents=True)
+        (folder / "quarantine.jsonl").write_text("{}\n")
+        stamp = time.time() - age_days * 86400
+        os.utime(folder / "quarantine.jsonl", (stamp, stamp))
+    assert prune("dag", keep_days=14) == ["old"]
+    assert sorted(p.name for p in (tmp_path / "staging" / "dag").iterdir()) == ["recent"]
+    assert prune("dag", keep_days=0) == []  # 0 keeps everything
