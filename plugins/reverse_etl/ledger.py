@@ -419,6 +419,15 @@ class Ledger:
             yield [Planned(r.record_key, r.operation, r.payload_hash, r.payload) for r in rows]
             last = rows[-1].record_key
 
+    def count_status(self, status: str) -> int:
+        from sqlalchemy import func, select
+
+        t = self.ledger
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(func.count()).where(self._scope() & (t.c.status == status))
+            ).scalar_one()
+
     def in_flight(self) -> dict[str, list[Planned]]:
         """Records handed to vendor jobs that we have not heard back from, by job reference."""
         from sqlalchemy import select

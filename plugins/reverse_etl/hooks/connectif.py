@@ -24,8 +24,9 @@ class ConnectifHook(VendorHttpHook):
     """Connection: host = ``https://api.connectif.cloud`` (default), login = API key id, password = key
     secret (or extra ``api_key`` = ``<id>:<secret>`` as the dashboard copies it). Every Connectif
     connection of one account must share ``rate_limit_account`` (the limit is per account, all keys).
-    Extras: ``bulk_threshold`` (1000: more pending records than this go as one CSV import),
-    ``import_delimiter`` (``;``), ``import_poll_seconds`` (2), ``import_timeout_seconds`` (3600).
+    Extras: ``bulk_threshold`` (1000: more pending records than this go as CSV imports instead of one
+    request each), ``import_rows`` (100000 per file, also capped at 45 MB), ``import_delimiter`` (``;``),
+    ``import_poll_seconds`` (30), ``import_timeout_seconds`` (3600), ``max_import_bytes`` (50 MB).
     """
 
     conn_name_attr = "connectif_conn_id"
@@ -89,20 +90,40 @@ class ConnectifHook(VendorHttpHook):
     def create_import(
         self, kind: str, csv_bytes: bytes, *, override_existing: bool = True, coupon_set_id: str | None = None
     ) -> dict:
-        """``POST /imports/`` (multipart, UTF-8 CSV whose header row holds field ids)."""
+        """``POST /imports/`` (multipart, UTF-8 CSV whose header row holds field ids). Connectif keeps at most
+        10 queued imports per account (E0401): wait for a slot instead of failing."""
+        from reverse_etl.errors import VendorRejected
+
+        max_bytes = self.extra("max_import_bytes", 50 * 1024 * 1024, int)
+        if len(csv_bytes) > max_bytes:
+            raise ValueError(
+                f"import file of {len(csv_bytes)} bytes is over Connectif's {max_bytes} byte limit"
+            )
         fields: dict[str, Any] = {
             "type": (None, kind),
             "overrideExisting": (None, str(override_existing).lower()),
-            "delimiter": (None, self.extras.get("import_delimiter", ";")),
+            "delimiter": (None, self.delimiter),
             "file": (f"{kind}.csv", csv_bytes, "text/csv"),
         }
         if coupon_set_id:
             fields["couponSetId"] = (None, coupon_set_id)
-        return self.request("POST", "/imports/", files=fields).json()
+        deadline = time.monotonic() + self.extra("import_timeout_seconds", 3600.0)
+        while True:
+            try:
+                return self.request("POST", "/imports/", files=fields).json()
+            except VendorRejected as exc:
+                queue_full = isinstance(exc.body, dict) and exc.body.get("code") == "E0401"
+                if not queue_full or time.monotonic() > deadline:
+                    raise
+                time.sleep(self.extra("import_poll_seconds", 30.0))
+
+    @property
+    def delimiter(self) -> str:
+        return self.extras.get("import_delimiter", ";")
 
     def wait_import(self, import_id: str) -> dict:
         """Poll ``GET /imports/{id}`` until it is finished, in error or cancelled."""
-        poll = self.extra("import_poll_seconds", 2.0)
+        poll = self.extra("import_poll_seconds", 30.0)  # polls spend the same budget as writes
         deadline = time.monotonic() + self.extra("import_timeout_seconds", 3600.0)
         while True:
             time.sleep(poll)

@@ -5,6 +5,8 @@ the account's single bucket. Built-in Connectif fields are mapped in SQL without
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from typing import Any, ClassVar
 
@@ -16,14 +18,31 @@ from reverse_etl.payload import row_to_payload
 
 
 class _ConnectifLoad(SyncLoadOperator):
+    """One request per record; above the connection's ``bulk_threshold`` pending records, CSV imports
+    (``bulk_kind``) whose per-row errors land in the ledger."""
+
     destination = "connectif"
     hook_class = ConnectifHook
     batch_size = 1  # single-record endpoints: every answer is recorded as it comes
+    max_batch_bytes = 45_000_000  # under Connectif's 50 MB per import file, CSV overhead included
+    bulk_kind: ClassVar[str | None] = None
+    key_column: ClassVar[str] = ""
 
     def send_one(self, hook: ConnectifHook, key: str, payload: dict, context: Any) -> None:
         raise NotImplementedError
 
-    def send_upserts(self, hook: ConnectifHook, batch: list[Planned], context: Any) -> list[Outcome]:
+    def batch_limit(self, context: Any) -> int:
+        if not self.bulk_kind:
+            return 1
+        hook = self.hook_class(self.vendor_conn_id)
+        if self.pending_count > hook.extra("bulk_threshold", 1000, int):
+            return hook.extra("import_rows", 100_000, int)
+        return 1
+
+    def send_upserts(self, hook: ConnectifHook, batch: list[Planned], context: Any) -> list[Outcome] | str:
+        if len(batch) > 1:
+            created = hook.create_import(self.bulk_kind, self.to_csv(batch, hook.delimiter))
+            return f"import:{created['id']}"
         outcomes = []
         for record in batch:
             try:
@@ -34,11 +53,67 @@ class _ConnectifLoad(SyncLoadOperator):
             outcomes.append(Outcome(record.key, DELIVERED))
         return outcomes
 
+    def to_csv(self, batch: list[Planned], delimiter: str) -> bytes:
+        """UTF-8 CSV whose header row holds Connectif field ids, the key column first."""
+        rows = [{self.key_column: record.key, **json.loads(record.payload)} for record in batch]
+        columns = [self.key_column, *sorted({c for row in rows for c in row} - {self.key_column})]
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=columns, delimiter=delimiter, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "|".join(map(str, v)) if isinstance(v, list) else v for k, v in row.items()})
+        return out.getvalue().encode("utf-8")
+
+    def collect(self, hook: ConnectifHook, job_ref: str, batch: list[Planned]) -> list[Outcome]:
+        found = hook.wait_import(job_ref.removeprefix("import:"))
+        errors = self.row_errors(hook, found, batch)
+        if found.get("status") != "finished" and not errors:
+            reason = f"Connectif import {found.get('id')} ended {found.get('status')}"
+            return [Outcome(r.key, FAILED, reason) for r in batch]
+        return [
+            Outcome(r.key, FAILED, errors[r.key]) if r.key in errors else Outcome(r.key, DELIVERED)
+            for r in batch
+        ]
+
+    def row_errors(self, hook: ConnectifHook, found: dict, batch: list[Planned]) -> dict[str, str]:
+        """Key -> message from the import's error report (JSON or CSV; rows by key, else by data-row number)."""
+        url = found.get("errorReportFileUrl")
+        if not found.get("errors") or not url:
+            return {}
+        raw = hook.download(url).decode("utf-8-sig")
+        try:
+            entries = json.loads(raw)
+            entries = entries.get("errors", entries) if isinstance(entries, dict) else entries
+        except ValueError:
+            sample = raw.split("\n", 1)[0]
+            entries = list(
+                csv.DictReader(
+                    io.StringIO(raw), delimiter=";" if sample.count(";") > sample.count(",") else ","
+                )
+            )
+        keys = [r.key for r in batch]
+        errors: dict[str, str] = {}
+        for entry in entries:
+            lowered = {str(k).lower().lstrip("_"): v for k, v in entry.items()}
+            message = next(
+                (str(lowered[k]) for k in ("message", "error", "detail", "reason") if lowered.get(k)),
+                "rejected",
+            )
+            key = lowered.get(self.key_column.lstrip("_").lower()) or lowered.get("key")
+            if key is None and str(lowered.get("row", "")).isdigit():
+                index = int(lowered["row"]) - 1
+                key = keys[index] if 0 <= index < len(keys) else None
+            if key is not None:
+                errors[str(key)] = f"Connectif import {found.get('id')}: {message}"
+        return errors
+
 
 class ConnectifContactsOperator(_ConnectifLoad):
     """``PATCH /contacts/{email}`` (creates the contact when absent)."""
 
     entity = "contacts"
+    bulk_kind = "contacts"
+    key_column = "_email"
     builtin: ClassVar[tuple[str, ...]] = (
         "name",
         "surname",
@@ -64,6 +139,8 @@ class ConnectifProductsOperator(_ConnectifLoad):
     """``PATCH /products/product-id/{id}`` (upsert by the store's product id)."""
 
     entity = "products"
+    bulk_kind = "products"
+    key_column = "_productId"
 
     def send_one(self, hook: ConnectifHook, key: str, payload: dict, context: Any) -> None:
         hook.patch_product(key, payload)

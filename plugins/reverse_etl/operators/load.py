@@ -67,7 +67,8 @@ class SyncLoadOperator(BaseOperator):
         raise NotImplementedError(f"{type(self).__name__} cannot delete")
 
     def batch_limit(self, context: Any) -> int:
-        """Records per batch; the ledger records answers batch by batch."""
+        """Records per batch; the ledger records answers batch by batch. ``self.pending_count`` (records
+        waiting to be sent, set before delivery) lets an adapter switch to a bulk path for large deltas."""
         return self.batch_size
 
     # --- engine ------------------------------------------------------------------------------------------
@@ -220,6 +221,7 @@ class SyncLoadOperator(BaseOperator):
         total = counts["to_send"] + counts["to_delete"]
         done = 0
         last_log = time.monotonic()
+        self.pending_count = ledger.count_status("pending")
         limit = self.batch_limit(context)
         for page in ledger.iter_status("pending", limit * 10):
             for batch in self._batches([p for p in page if p.operation == UPSERT], limit):
