@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 SANDBOX_APP_ID = "sandbox-app-id"
 SANDBOX_APP_TOKEN = "sandbox-app-token"
 SALESFIRE_SITE = "site-1"
+CONNECTIF_KEY_ID, CONNECTIF_KEY_SECRET = "sandbox-key", "sandbox-secret"
 SALESFIRE_LISTS = {"customers-uk": "sandbox-secret-uk", "customers-eu": "sandbox-secret-eu"}
 
 
@@ -54,6 +55,8 @@ def connections_env(
     voucherify_extra: dict | None = None,
     salesfire_url: str | None = None,
     salesfire_extra: dict | None = None,
+    connectif_url: str | None = None,
+    connectif_extra: dict | None = None,
 ) -> dict[str, str]:
     """``AIRFLOW_CONN_*`` for the warehouse, the state store and the vendor sandboxes."""
     env = {}
@@ -79,5 +82,13 @@ def connections_env(
             host=salesfire_url,
             login=SALESFIRE_SITE,
             extra={"lists": SALESFIRE_LISTS, "requests_per_minute": 100, **(salesfire_extra or {})},
+        )
+    if connectif_url:
+        env["AIRFLOW_CONN_CONNECTIF_DEFAULT"] = conn_json(
+            "http",
+            host=connectif_url,
+            login=CONNECTIF_KEY_ID,
+            password=CONNECTIF_KEY_SECRET,
+            extra={"requests_per_minute": 100, **(connectif_extra or {})},
         )
     return env

@@ -109,6 +109,7 @@ def run_env(tmp: Path, warehouse: Path, **connections) -> dict:
             state=str(tmp / "state.db"),
             voucherify_extra=fast,
             salesfire_extra=fast,
+            connectif_extra={**fast, "import_poll_seconds": 0.05},
             **connections,
         )
     )

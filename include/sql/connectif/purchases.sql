@@ -35,6 +35,7 @@ SELECT
     c.updated_at                                 AS _updated_at,
     c.status                                     AS _status,
     c.order_id                                   AS purchaseId,
+    c.order_id                                   AS cartId,
     LOWER(c.email)                               AS contactEmail,
     c.ordered_at                                 AS purchaseDate,
     CAST(c.total_cents AS DOUBLE PRECISION) / 100 AS totalPrice,

@@ -102,6 +102,7 @@ class ConnectifHook(VendorHttpHook):
         fields: dict[str, Any] = {
             "type": (None, kind),
             "overrideExisting": (None, str(override_existing).lower()),
+            "updateOnlyEmptyFields": (None, "false"),
             "delimiter": (None, self.delimiter),
             "file": (f"{kind}.csv", csv_bytes, "text/csv"),
         }
@@ -136,4 +137,9 @@ class ConnectifHook(VendorHttpHook):
                 )
 
     def download(self, url: str) -> bytes:
-        return self.request("GET", url).content
+        """File URLs (error reports, exports) are pre-signed: fetched without our API key."""
+        import requests
+
+        response = requests.get(url, timeout=self.extra("timeout_seconds", 30.0))
+        response.raise_for_status()
+        return response.content

@@ -140,7 +140,7 @@ class ConnectifProductsOperator(_ConnectifLoad):
 
     entity = "products"
     bulk_kind = "products"
-    key_column = "_productId"
+    key_column = "productId"
 
     def send_one(self, hook: ConnectifHook, key: str, payload: dict, context: Any) -> None:
         hook.patch_product(key, payload)

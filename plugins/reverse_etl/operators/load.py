@@ -94,6 +94,7 @@ class SyncLoadOperator(BaseOperator):
             "sent": 0,
             "deleted": 0,
             "failed": 0,
+            "previously_failed": 0,
             "resumed_jobs": 0,
         }
         status, error = "success", None
@@ -174,6 +175,14 @@ class SyncLoadOperator(BaseOperator):
                         and state.get("delivered_hash") == digest
                     ):
                         counts["unchanged_skipped"] += 1
+                        continue
+                    if (
+                        not full_resync
+                        and state.get("status") == FAILED
+                        and state.get("payload_hash") == digest
+                    ):
+                        # The vendor refused exactly this payload: resent once it changes, or with full_resync.
+                        counts["previously_failed"] += 1
                         continue
                     counts["to_send"] += 1
                     planned.append(Planned(key, UPSERT, digest, canonical_json(payload)))

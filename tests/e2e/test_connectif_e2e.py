@@ -1,0 +1,74 @@
+"""connectif_sync through Airflow against the sample warehouse and the Connectif sandbox."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from sandbox.connectif import ConnectifSandbox
+from tests.e2e.harness import LIMIT, WINDOW, WINDOW_SECONDS, Harness, run_env
+
+pytestmark = pytest.mark.e2e
+ALL_TIME = ("2026-10-01", "2026-11-01")
+
+
+@pytest.fixture
+def connectif(airflow_db, warehouse, tmp_path):
+    with ConnectifSandbox(port=0, limit=LIMIT, window_seconds=WINDOW_SECONDS, async_delay=0.02) as sandbox:
+        env = run_env(tmp_path, warehouse, connectif_url=sandbox.url)
+        conn = env["AIRFLOW_CONN_CONNECTIF_DEFAULT"]
+        env["AIRFLOW_CONN_CONNECTIF_DEFAULT"] = conn.replace(
+            '"requests_per_minute"', '"bulk_threshold": 500, "requests_per_minute"'
+        )
+        yield Harness(sandbox, env, tmp_path, dag_id="connectif_sync")
+
+
+def test_initial_import_then_daily_syncs_share_one_bucket_and_deliver_once(connectif):
+    # Initial load: every contact and product, far above bulk_threshold, so CSV imports.
+    initial = connectif.run({"entities": ["contacts", "products"]}, window=ALL_TIME)
+    contacts = initial["reports"]["contacts"]
+    imports = [
+        r for r in connectif.sandbox.requests if r["method"] == "POST" and r["path"].startswith("/imports")
+    ]
+    assert imports and contacts["to_send"] > 1000
+    assert not [r for r in connectif.sandbox.requests if r["method"] == "PATCH" and "/contacts/" in r["path"]]
+    assert contacts["sent"] + contacts["failed"] == contacts["to_send"]
+    assert contacts["sent"] == len(connectif.sandbox.store["contacts"])
+
+    # The daily run: unchanged contacts are skipped; purchases find their contacts and products.
+    daily = connectif.run()
+    reports = daily["reports"]
+    assert reports["contacts"]["sent"] == 0 and reports["contacts"]["unchanged_skipped"] > 100
+    store = connectif.sandbox.store
+    assert reports["purchases"]["sent"] == len(store["purchases"]) > 100
+    assert all(p["triggerPurchaseEvent"] for p in store["purchases"].values())
+    assert not store.get("purchase_duplicates")
+    posts = Counter(
+        r["body"]["purchaseId"]
+        for r in connectif.sandbox.requests
+        if r["method"] == "POST" and r["path"].startswith("/purchases") and r["status"] < 300
+    )
+    assert posts and max(posts.values()) == 1
+    # Contacts, products and purchases drew on one bucket: the account's limit held throughout.
+    assert connectif.sandbox.stats()["throttled_by_limiter"] == 0
+    assert connectif.sandbox.max_in_window() <= LIMIT
+
+    before = len(connectif.sandbox.requests)
+    again = connectif.run()
+    assert len(connectif.sandbox.requests) == before
+    assert all(again["reports"][e]["sent"] == 0 for e in ("contacts", "products", "purchases"))
+
+
+def test_historical_purchases_fire_no_automations_and_refusals_keep_the_vendor_code(connectif):
+    result = connectif.run({"entities": ["purchases"], "historical_import": True}, window=WINDOW)
+    report = result["reports"]["purchases"]
+    # No contact or product was sent first: Connectif refuses every purchase, and says why.
+    assert report["sent"] == 0 and report["failed"] == report["to_send"] > 100
+    refused = [r for r in connectif.sandbox.requests if r["path"].startswith("/purchases")]
+    assert refused and all(r["query"].get("triggerPurchaseEvent") in ("false", ["false"]) for r in refused)
+    from reverse_etl.ledger import record_history
+
+    key = next(iter(Counter(r["body"]["purchaseId"] for r in refused)))
+    history = record_history("connectif", "purchases", key, url=connectif.state_url)
+    assert history["current"]["status"] == "failed" and "E0101" in history["current"]["error"]
