@@ -103,6 +103,8 @@ class _ConnectifLoad(SyncLoadOperator):
             if key is None and str(lowered.get("row", "")).isdigit():
                 index = int(lowered["row"]) - 1
                 key = keys[index] if 0 <= index < len(keys) else None
+            if lowered.get("field"):
+                message = f"{entry.get('field')}: {message}"
             if key is not None:
                 errors[str(key)] = f"Connectif import {found.get('id')}: {message}"
         return errors
