@@ -1,11 +1,13 @@
 """Airflow DAG for Connectif: contacts and products, then purchases (Connectif refuses a purchase whose
-contact or products it does not know). All three draw on the account's one bucket of 100 requests/minute."""
+contact or products it does not know); new coupon codes into their coupon sets. Every task draws on the
+account's one bucket of 100 requests/minute."""
 
 from airflow.sdk import Param
 
 from reverse_etl.dag_factory import Sync, build_sync_dag
 from reverse_etl.operators.connectif import (
     ConnectifContactsOperator,
+    ConnectifCouponsOperator,
     ConnectifProductsOperator,
     ConnectifPurchasesOperator,
 )
@@ -19,6 +21,7 @@ dag = build_sync_dag(
         Sync("contacts", ConnectifContactsOperator),
         Sync("products", ConnectifProductsOperator),
         Sync("purchases", ConnectifPurchasesOperator, after=("contacts", "products")),
+        Sync("coupons", ConnectifCouponsOperator),
     ],
     extra_params={
         "historical_import": Param(

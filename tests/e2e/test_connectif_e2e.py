@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 
+import duckdb
 import pytest
+import requests
 
 from sandbox.connectif import ConnectifSandbox
-from tests.e2e.harness import LIMIT, WINDOW, WINDOW_SECONDS, Harness, run_env
+from sandbox.env import CONNECTIF_KEY_ID, CONNECTIF_KEY_SECRET
+from tests.e2e.harness import LIMIT, WINDOW, WINDOW_SECONDS, Harness, run_env, wait_for
 
 pytestmark = pytest.mark.e2e
 ALL_TIME = ("2026-10-01", "2026-11-01")
@@ -72,3 +75,47 @@ def test_historical_purchases_fire_no_automations_and_refusals_keep_the_vendor_c
     key = next(iter(Counter(r["body"]["purchaseId"] for r in refused)))
     history = record_history("connectif", "purchases", key, url=connectif.state_url)
     assert history["current"]["status"] == "failed" and "E0101" in history["current"]["error"]
+
+
+def _new_codes(warehouse, window) -> dict[str, str]:
+    """Code -> coupon set of every NEW, not deleted coupon changed in the window (read independently)."""
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT coupon_code, coupon_set_id FROM coupons WHERE status = 'NEW' AND deleted_at IS NULL "
+            "AND updated_at >= ?::TIMESTAMP AND updated_at < ?::TIMESTAMP",
+            list(window),
+        ).fetchall()
+    finally:
+        con.close()
+    return dict(rows)
+
+
+def test_coupons_go_once_into_their_sets_one_import_per_set(connectif, warehouse):
+    expected = _new_codes(warehouse, ALL_TIME)
+    # Two codes already in Connectif (loaded by hand, or by an import whose answer was lost).
+    preloaded = sorted(expected)[:2]
+    form = {
+        "type": (None, "coupons"),
+        "overrideExisting": (None, "false"),
+        "updateOnlyEmptyFields": (None, "false"),
+        "delimiter": (None, ";"),
+        "couponSetId": (None, expected[preloaded[0]]),
+        "file": ("c.csv", f"code\n{preloaded[0]}\n".encode(), "text/csv"),
+    }
+    auth = {"Authorization": f"apiKey {CONNECTIF_KEY_ID}:{CONNECTIF_KEY_SECRET}"}
+    assert requests.post(f"{connectif.sandbox.url}/imports/", files=form, headers=auth).status_code == 201
+    wait_for(lambda: connectif.sandbox.store["coupons"].get(expected[preloaded[0]]))
+
+    report = connectif.run({"entities": ["coupons"]}, window=ALL_TIME)["reports"]["coupons"]
+    store = connectif.sandbox.store["coupons"]
+    held = [(code, set_id) for set_id, codes in store.items() for code in codes]
+    assert len(held) == len(set(held)) == len(expected) > 500  # every code once
+    assert dict(held) == expected  # each in its own set
+    assert report["sent"] == report["to_send"] == len(expected) and report["failed"] == 0
+    imports = connectif.sent("POST", "/imports")
+    assert len(imports) == 1 + len(set(expected.values()))  # the preload, then one import per set
+
+    again = connectif.run({"entities": ["coupons"]}, window=ALL_TIME)["reports"]["coupons"]
+    assert again["sent"] == 0 and again["unchanged_skipped"] == len(expected)
+    assert len(connectif.sent("POST", "/imports")) == len(imports)

@@ -71,6 +71,10 @@ class SyncLoadOperator(BaseOperator):
         waiting to be sent, set before delivery) lets an adapter switch to a bulk path for large deltas."""
         return self.batch_size
 
+    def batch_group(self, record: Planned) -> str | None:
+        """Records of different groups never share a batch (e.g. one import per coupon set)."""
+        return None
+
     # --- engine ------------------------------------------------------------------------------------------
     def execute(self, context: Any) -> dict:
         started = time.monotonic()
@@ -233,9 +237,14 @@ class SyncLoadOperator(BaseOperator):
         self.pending_count = ledger.count_status("pending")
         limit = self.batch_limit(context)
         for page in ledger.iter_status("pending", limit * 10):
-            for batch in self._batches([p for p in page if p.operation == UPSERT], limit):
-                self._apply(ledger, self._send(hook, ledger, batch, context), counts)
-                done += len(batch)
+            groups: dict[str | None, list[Planned]] = {}
+            for record in page:
+                if record.operation == UPSERT:
+                    groups.setdefault(self.batch_group(record), []).append(record)
+            for records in groups.values():
+                for batch in self._batches(records, limit):
+                    self._apply(ledger, self._send(hook, ledger, batch, context), counts)
+                    done += len(batch)
             deletes = [p for p in page if p.operation == DELETE]
             for i in range(0, len(deletes), limit):
                 self._apply(ledger, self.send_deletes(hook, deletes[i : i + limit], context), counts)
