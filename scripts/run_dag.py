@@ -15,7 +15,7 @@ import logging
 import sys
 
 
-def run(dag_id: str, conf: dict, logical_date: dt.datetime) -> tuple[str, str, list[dict]]:
+def run(dag_id: str, conf: dict, logical_date: dt.datetime) -> tuple[str, str, list[dict], dict]:
     from airflow.dag_processing.dagbag import DagBag
 
     from reverse_etl.ledger import run_reports
@@ -26,7 +26,8 @@ def run(dag_id: str, conf: dict, logical_date: dt.datetime) -> tuple[str, str, l
     dag = bag.dags[dag_id]
     dag_run = dag.test(logical_date=logical_date, run_conf=conf)
     reports = [row["report"] for row in run_reports(dag_id, dag_run.run_id)]
-    return str(dag_run.state), dag_run.run_id, reports
+    tasks = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+    return str(dag_run.state), dag_run.run_id, reports, tasks
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,10 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     conf = {"window_start": args.window_start, "window_end": args.window_end, **json.loads(args.conf)}
     logical = dt.datetime.fromisoformat(args.window_end).replace(tzinfo=dt.UTC)
     logging.getLogger("airflow").setLevel(logging.WARNING)
-    state, run_id, reports = run(args.dag_id, conf, logical)
+    state, run_id, reports, tasks = run(args.dag_id, conf, logical)
     latest = {r["entity"]: r for r in reports}
     if args.json:
-        print(json.dumps({"state": state, "run_id": run_id, "reports": list(latest.values())}, default=str))
+        print(
+            json.dumps(
+                {"state": state, "run_id": run_id, "reports": list(latest.values()), "tasks": tasks},
+                default=str,
+            )
+        )
     else:
         from reverse_etl.tasks import format_report
 

@@ -52,3 +52,8 @@ def lease_wait_seconds() -> float:
 def staging_retention_days() -> float:
     """Run folders in staging (extracts, valid rows, quarantine files) older than this are deleted."""
     return float(os.environ.get("RETL_STAGING_RETENTION_DAYS", "14"))
+
+
+def export_conn_id() -> str:
+    """Warehouse connection that vendor exports are loaded into (needs write access); the source by default."""
+    return os.environ.get("RETL_EXPORT_CONN_ID") or warehouse_conn_id()

@@ -1,8 +1,12 @@
-"""Source warehouse access: one hook, DuckDB or PostgreSQL, streaming query results as Arrow batches."""
+"""Warehouse access: one hook, DuckDB or PostgreSQL, streaming query results as Arrow batches, and
+loading vendor exports (CSV files) back into tables."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import os
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -70,14 +74,23 @@ class WarehouseHook(BaseHook):
             )
         return path
 
-    def _stream_duckdb(self, sql: str, chunk_rows: int) -> Iterator[pa.RecordBatch]:
+    def _duckdb_connect(self, read_only: bool):
+        """DuckDB lets one process write a file and nobody read it meanwhile: wait for the lock (a load of
+        an export takes seconds) up to ``RETL_DUCKDB_LOCK_WAIT_SECONDS`` (120)."""
         import duckdb
 
         path = self._duckdb_path()
-        try:
-            con = duckdb.connect(path, read_only=True)
-        except duckdb.IOException as exc:
-            raise ConfigError(f"Cannot open the DuckDB warehouse '{path}': {exc}") from exc
+        deadline = time.monotonic() + float(os.environ.get("RETL_DUCKDB_LOCK_WAIT_SECONDS", "120"))
+        while True:
+            try:
+                return duckdb.connect(path, read_only=read_only)
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise ConfigError(f"Cannot open the DuckDB warehouse '{path}': {exc}") from exc
+                time.sleep(1.0)
+
+    def _stream_duckdb(self, sql: str, chunk_rows: int) -> Iterator[pa.RecordBatch]:
+        con = self._duckdb_connect(read_only=True)
         try:
             reader = con.sql(sql).to_arrow_reader(chunk_rows)
             yield from reader
@@ -116,6 +129,139 @@ class WarehouseHook(BaseHook):
                     schema = _arrow_schema(cur.description)
                     yield _record_batch(schema, [[] for _ in schema])
         pg.close()
+
+    def load_csv(
+        self,
+        table: str,
+        csv_path: str,
+        *,
+        delimiter: str,
+        stamps: dict[str, str],
+        labels: dict[str, str] | None = None,
+        replace_rows_where: dict[str, tuple[str, str]] | None = None,
+    ) -> int:
+        """Load a CSV file (header row, UTF-8) into ``table`` as text columns plus ``stamps`` (timestamp
+        columns such as ``_exported_at``), in one transaction; returns the table's row count afterwards.
+
+        Without ``replace_rows_where`` the table becomes exactly the file (a snapshot). With it, rows whose
+        stamp columns lie within the given ``(low, high)`` bounds are deleted first, so loading the same
+        window again replaces that window's rows instead of doubling them; new columns are added.
+        """
+        with open(csv_path, encoding="utf-8-sig", newline="") as f:
+            header = next(csv.reader(f, delimiter=delimiter), None)
+        if not header:
+            raise ValueError(f"{csv_path} has no header row: nothing to load into {table}")
+        if len(set(header)) != len(header):
+            raise ValueError(f"{csv_path} repeats a column name in its header: {header}")
+        if set(header) & (set(stamps) | set(labels or {})):
+            raise ValueError(f"{csv_path} has columns named like ours: {sorted({*stamps, *(labels or {})})}")
+        extra = {
+            **{k: ("TIMESTAMP", v) for k, v in stamps.items()},
+            **{k: ("TEXT", v) for k, v in (labels or {}).items()},
+        }
+        if self.dialect == "duckdb":
+            return self._load_csv_duckdb(table, csv_path, header, delimiter, extra, replace_rows_where)
+        return self._load_csv_postgres(table, csv_path, header, delimiter, extra, replace_rows_where)
+
+    @staticmethod
+    def _stamped_select(
+        header: list[str], extra: dict[str, tuple[str, str]], placeholder: str
+    ) -> tuple[str, list]:
+        columns = [
+            *(_ident(c) for c in header),
+            *(f"CAST({placeholder} AS {kind}) AS {_ident(c)}" for c, (kind, _) in extra.items()),
+        ]
+        return f"SELECT {', '.join(columns)} FROM _incoming", [value for _, value in extra.values()]
+
+    def _load_csv_duckdb(self, table, csv_path, header, delimiter, extra, replace_rows_where) -> int:
+        target = _qualified(table)
+        columns = "{" + ", ".join(f"{_literal(c)}: 'VARCHAR'" for c in header) + "}"
+        con = self._duckdb_connect(read_only=False)
+        try:
+            con.execute("BEGIN TRANSACTION")
+            con.execute(
+                f"CREATE TEMP TABLE _incoming AS SELECT * FROM read_csv({_literal(csv_path)}, "
+                f"delim={_literal(delimiter)}, header=true, quote='\"', escape='\"', columns={columns}, "
+                "auto_detect=false, strict_mode=true)"
+            )
+            select, values = self._stamped_select(header, extra, "?")
+            if replace_rows_where is None:
+                con.execute(f"CREATE OR REPLACE TABLE {target} AS {select}", values)
+            else:
+                con.execute(f"CREATE TABLE IF NOT EXISTS {target} AS {select} LIMIT 0", values)
+                have = {r[0] for r in con.execute(f"SELECT * FROM {target} LIMIT 0").description}
+                for column in [*header, *extra]:
+                    if column not in have:
+                        kind = extra[column][0] if column in extra else "TEXT"
+                        con.execute(f"ALTER TABLE {target} ADD COLUMN {_ident(column)} {kind}")
+                where, bounds = _bounds_sql(replace_rows_where, "?")
+                con.execute(f"DELETE FROM {target} WHERE {where}", bounds)
+                con.execute(f"INSERT INTO {target} BY NAME {select}", values)
+            count = con.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
+            con.execute("COMMIT")
+            return count
+        finally:
+            con.close()
+
+    def _load_csv_postgres(self, table, csv_path, header, delimiter, extra, replace_rows_where) -> int:
+        import psycopg2
+
+        target = _qualified(table)
+        pg = psycopg2.connect(**self.postgres_dsn())
+        try:
+            with pg, pg.cursor() as cur:
+                search_path = self.connection.extra_dejson.get("search_path")
+                if search_path:
+                    cur.execute("SELECT set_config('search_path', %s, true)", (search_path,))
+                cur.execute(
+                    "CREATE TEMP TABLE _incoming ("
+                    + ", ".join(f"{_ident(c)} TEXT" for c in header)
+                    + ") ON COMMIT DROP"
+                )
+                with open(csv_path, encoding="utf-8-sig", newline="") as f:
+                    cur.copy_expert(
+                        f"COPY _incoming FROM STDIN WITH (FORMAT csv, HEADER true, DELIMITER {_literal(delimiter)})",
+                        f,
+                    )
+                select, values = self._stamped_select(header, extra, "%s")
+                if replace_rows_where is None:
+                    cur.execute(f"DROP TABLE IF EXISTS {target}")
+                    cur.execute(f"CREATE TABLE {target} AS {select}", values)
+                else:
+                    cur.execute(f"CREATE TABLE IF NOT EXISTS {target} AS {select} WITH NO DATA", values)
+                    for column in [*header, *extra]:
+                        kind = extra[column][0] if column in extra else "TEXT"
+                        cur.execute(f"ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {_ident(column)} {kind}")
+                    where, bounds = _bounds_sql(replace_rows_where, "%s")
+                    cur.execute(f"DELETE FROM {target} WHERE {where}", bounds)
+                    names = ", ".join(_ident(c) for c in [*header, *extra])
+                    cur.execute(f"INSERT INTO {target} ({names}) {select}", values)
+                cur.execute(f"SELECT count(*) FROM {target}")
+                return cur.fetchone()[0]
+        finally:
+            pg.close()
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _qualified(table: str) -> str:
+    return ".".join(_ident(part) for part in table.split("."))
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _bounds_sql(bounds: dict[str, tuple[str, str]], placeholder: str) -> tuple[str, list]:
+    clauses, values = [], []
+    for column, (low, high) in bounds.items():
+        clauses.append(
+            f"{_ident(column)} >= CAST({placeholder} AS TIMESTAMP) AND {_ident(column)} <= CAST({placeholder} AS TIMESTAMP)"
+        )
+        values += [low, high]
+    return " AND ".join(clauses), values
 
 
 # PostgreSQL type OIDs -> Arrow types; anything else travels as text.

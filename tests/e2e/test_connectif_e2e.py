@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 
 import duckdb
@@ -9,7 +10,7 @@ import pytest
 import requests
 
 from sandbox.connectif import ConnectifSandbox
-from sandbox.env import CONNECTIF_KEY_ID, CONNECTIF_KEY_SECRET
+from sandbox.env import CONNECTIF_KEY_ID, CONNECTIF_KEY_SECRET, conn_json
 from tests.e2e.harness import LIMIT, WINDOW, WINDOW_SECONDS, Harness, run_env, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -119,3 +120,55 @@ def test_coupons_go_once_into_their_sets_one_import_per_set(connectif, warehouse
     again = connectif.run({"entities": ["coupons"]}, window=ALL_TIME)["reports"]["coupons"]
     assert again["sent"] == 0 and again["unchanged_skipped"] == len(expected)
     assert len(connectif.sent("POST", "/imports")) == len(imports)
+
+
+def test_exports_land_in_the_warehouse_and_a_rerun_replaces_them(connectif, tmp_path):
+    target = tmp_path / "exports.duckdb"  # a writable warehouse of its own (RETL_EXPORT_CONN_ID)
+    connectif.env["AIRFLOW_CONN_RETL_EXPORTS"] = conn_json("duckdb", host=str(target))
+    connectif.env["RETL_EXPORT_CONN_ID"] = "retl_exports"
+    connectif.run({"entities": ["contacts", "products"]}, window=ALL_TIME)  # purchases need them
+    conf = {"entities": ["purchases"], "exports": ["contacts", "activities"]}
+    first = connectif.run(conf)
+    export_task = first["tasks"]["export"]
+    assert export_task == "success"
+
+    store = connectif.sandbox.store
+    start, end = (dt.datetime.fromisoformat(d).replace(tzinfo=dt.UTC) for d in WINDOW)
+    in_window = {
+        p["purchaseId"]
+        for p in store["purchases"].values()
+        if start <= dt.datetime.fromisoformat(p["purchaseDate"].replace("Z", "+00:00")) < end
+    }
+    con = duckdb.connect(str(target), read_only=True)
+    emails = {r[0] for r in con.execute("SELECT _email FROM connectif_contacts").fetchall()}
+    activities = con.execute(
+        "SELECT purchaseId, _window_start, _window_end, _export_id FROM connectif_activities"
+    ).fetchall()
+    con.close()
+    assert emails == set(store["contacts"]) and len(emails) > 100
+    assert {a[0] for a in activities} == in_window and len(activities) == len(in_window) > 10
+    assert {(a[1].isoformat(), a[2].isoformat()) for a in activities} == {
+        (f"{WINDOW[0]}T00:00:00", f"{WINDOW[1]}T00:00:00")
+    }
+    exports = connectif.sent("POST", "/exports")
+    assert [r["body"]["exportType"] for r in exports] == ["contacts", "activities"]
+
+    # The same window again: new exports replace the window's rows; nothing doubles.
+    connectif.run(conf)
+    con = duckdb.connect(str(target), read_only=True)
+    again = con.execute("SELECT purchaseId, _export_id FROM connectif_activities").fetchall()
+    contacts = con.execute("SELECT count(*) FROM connectif_contacts").fetchone()[0]
+    con.close()
+    assert sorted(a[0] for a in again) == sorted(a[0] for a in activities)
+    assert {a[1] for a in again}.isdisjoint({a[3] for a in activities})
+    assert contacts == len(emails)
+
+
+def test_a_failed_export_fails_the_run_and_says_so(connectif, tmp_path):
+    connectif.env["AIRFLOW_CONN_RETL_EXPORTS"] = conn_json("duckdb", host=str(tmp_path / "exports.duckdb"))
+    connectif.env["RETL_EXPORT_CONN_ID"] = "retl_exports"
+    connectif.sandbox.fail_next_exports(1)
+    result = connectif.run({"entities": ["products"], "exports": ["contacts"]}, expect_success=False)
+    assert result["state"] == "failed" and result["tasks"]["export"] == "failed"
+    assert result["tasks"]["products.load"] == "success"
+    assert "ended error without a file" in result["log"].read_text()

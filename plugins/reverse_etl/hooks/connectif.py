@@ -26,7 +26,10 @@ class ConnectifHook(VendorHttpHook):
     connection of one account must share ``rate_limit_account`` (the limit is per account, all keys).
     Extras: ``bulk_threshold`` (1000: more pending records than this go as CSV imports instead of one
     request each), ``import_rows`` (100000 per file, also capped at 45 MB), ``import_delimiter`` (``;``),
-    ``import_poll_seconds`` (30), ``import_timeout_seconds`` (3600), ``max_import_bytes`` (50 MB).
+    ``import_poll_seconds`` (30), ``import_timeout_seconds`` (3600), ``max_import_bytes`` (50 MB);
+    coupons: ``coupon_code_column`` (``code``), ``coupon_exists_pattern`` (``already exists``); exports:
+    ``exports`` (types exported on scheduled runs, none by default), ``export_path`` (``/exports/``),
+    ``export_type_field`` (``exportType``), ``export_table_prefix`` (``connectif_``).
     """
 
     conn_name_attr = "connectif_conn_id"
@@ -92,8 +95,6 @@ class ConnectifHook(VendorHttpHook):
     ) -> dict:
         """``POST /imports/`` (multipart, UTF-8 CSV whose header row holds field ids). Connectif keeps at most
         10 queued imports per account (E0401): wait for a slot instead of failing."""
-        from reverse_etl.errors import VendorRejected
-
         max_bytes = self.extra("max_import_bytes", 50 * 1024 * 1024, int)
         if len(csv_bytes) > max_bytes:
             raise ValueError(
@@ -108,14 +109,22 @@ class ConnectifHook(VendorHttpHook):
         }
         if coupon_set_id:
             fields["couponSetId"] = (None, coupon_set_id)
+        return self._post_queued("/imports/", "E0401", files=fields)
+
+    def _post_queued(self, path: str, queue_full_code: str, **kwargs: Any) -> dict:
+        """POST a background job; when Connectif's job queue is full (E0401 imports, E0301 exports), wait
+        for a slot instead of failing, up to ``import_timeout_seconds``."""
+        from reverse_etl.errors import VendorRejected
+
         deadline = time.monotonic() + self.extra("import_timeout_seconds", 3600.0)
         while True:
             try:
-                return self.request("POST", "/imports/", files=fields).json()
+                return self.request("POST", path, **kwargs).json()
             except VendorRejected as exc:
-                queue_full = isinstance(exc.body, dict) and exc.body.get("code") == "E0401"
+                queue_full = isinstance(exc.body, dict) and exc.body.get("code") == queue_full_code
                 if not queue_full or time.monotonic() > deadline:
                     raise
+                self.log.info("Connectif's job queue is full (%s): waiting for a slot", queue_full_code)
                 time.sleep(self.extra("import_poll_seconds", 30.0))
 
     @property
@@ -124,17 +133,41 @@ class ConnectifHook(VendorHttpHook):
 
     def wait_import(self, import_id: str) -> dict:
         """Poll ``GET /imports/{id}`` until it is finished, in error or cancelled."""
+        return self._wait(f"/imports/{quote(import_id, safe='')}", "import")
+
+    def _wait(self, path: str, what: str) -> dict:
         poll = self.extra("import_poll_seconds", 30.0)  # polls spend the same budget as writes
         deadline = time.monotonic() + self.extra("import_timeout_seconds", 3600.0)
         while True:
             time.sleep(poll)
-            found = self.request("GET", f"/imports/{quote(import_id, safe='')}").json()
+            found = self.request("GET", path).json()
             if found.get("status") in FINISHED:
                 return found
             if time.monotonic() > deadline:
                 raise VendorError(
-                    f"Connectif import {import_id} still {found.get('status')} after the timeout."
+                    f"Connectif {what} {path.rsplit('/', 1)[-1]} still {found.get('status')} after "
+                    f"import_timeout_seconds; raise it in the connection's extra if such jobs are normal."
                 )
+
+    @property
+    def export_path(self) -> str:
+        return "/" + self.extras.get("export_path", "/exports/").strip("/") + "/"
+
+    def create_export(self, export_type: str, filters: dict | None = None) -> dict:
+        """``POST /exports/``: ``{exportType, delimiter, dateFormat: ISO, filters?}`` (the type's field name
+        is the extra ``export_type_field``); at most 5 queued exports (E0301): waits for a slot."""
+        body: dict[str, Any] = {
+            self.extras.get("export_type_field", "exportType"): export_type,
+            "delimiter": self.delimiter,
+            "dateFormat": "ISO",
+        }
+        if filters:
+            body["filters"] = filters
+        return self._post_queued(self.export_path, "E0301", json=body)
+
+    def wait_export(self, export_id: str) -> dict:
+        """Poll ``GET /exports/{id}``; a finished export carries a fresh pre-signed ``fileUrl``."""
+        return self._wait(self.export_path + quote(export_id, safe=""), "export")
 
     def download(self, url: str) -> bytes:
         """File URLs (error reports, exports) are pre-signed: fetched without our API key."""
@@ -143,3 +176,20 @@ class ConnectifHook(VendorHttpHook):
         response = requests.get(url, timeout=self.extra("timeout_seconds", 30.0))
         response.raise_for_status()
         return response.content
+
+    def download_to(self, url: str, path: str) -> int:
+        """Stream a (large) pre-signed file to ``path``; returns its size in bytes."""
+        import requests
+
+        size = 0
+        with requests.get(url, stream=True, timeout=self.extra("timeout_seconds", 30.0)) as response:
+            if response.status_code >= 400:
+                raise VendorError(
+                    f"Connectif file download answered HTTP {response.status_code} (an expired link is "
+                    "refused: the task's retry asks for a new one)."
+                )
+            with open(path, "wb") as out:
+                for chunk in response.iter_content(1 << 20):
+                    out.write(chunk)
+                    size += len(chunk)
+        return size
