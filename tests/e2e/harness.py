@@ -63,10 +63,14 @@ class Harness:
             assert result["state"] == "success", f"run failed; log in {log}"
         return result
 
-    def start(self, conf: dict | None = None) -> subprocess.Popen:
+    def start(self, conf: dict | None = None, window: tuple[str, str] = WINDOW) -> subprocess.Popen:
         log = (self.tmp / "killed.log").open("w")
         return subprocess.Popen(
-            self.command(conf), env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            self.command(conf, window),
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     @staticmethod
