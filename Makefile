@@ -29,6 +29,7 @@ ui: venv
 bench: venv
 	$(PY) benchmarks/bench_extract_validate.py
 	$(PY) benchmarks/bench_delivery.py
+	$(PY) benchmarks/bench_connectif.py
 
 lint: venv
 	$(PY) -m ruff check .

@@ -12,11 +12,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "plugins")]
 
-from sandbox.env import SALESFIRE_LISTS, SALESFIRE_SITE, airflow_env, connections_env  # noqa: E402
+from sandbox.env import (  # noqa: E402
+    SALESFIRE_LISTS,
+    SALESFIRE_SITE,
+    airflow_env,
+    conn_json,
+    connections_env,
+)
 
 HOME = REPO / ".airflow"
 WAREHOUSE = REPO / "data" / "warehouse.duckdb"
-POOLS = ("voucherify_default", "salesfire_default")  # one per vendor account
+POOLS = ("voucherify_default", "salesfire_default", "connectif_default")  # one per vendor account
 
 
 def say(message: str) -> None:
@@ -65,6 +71,10 @@ def start_salesfire(port: int) -> tuple[subprocess.Popen, str]:
     return start_sandbox("salesfire", port, args)
 
 
+def start_connectif(port: int, limit: int, window: float) -> tuple[subprocess.Popen, str]:
+    return start_sandbox("connectif", port, ["--limit", str(limit), "--window", str(window)])
+
+
 def start_sandbox(vendor: str, port: int, args: list[str]) -> tuple[subprocess.Popen, str]:
     """Start ``python -m sandbox.<vendor>`` on ``port`` and wait until it accepts connections."""
     url = f"http://127.0.0.1:{port}"
@@ -85,7 +95,10 @@ def start_sandbox(vendor: str, port: int, args: list[str]) -> tuple[subprocess.P
 
 
 def environment(
-    voucherify_url: str, requests_per_minute: int, salesfire_url: str | None = None
+    voucherify_url: str,
+    requests_per_minute: int,
+    salesfire_url: str | None = None,
+    connectif_url: str | None = None,
 ) -> dict[str, str]:
     env = os.environ.copy()
     env.update(airflow_env(HOME))
@@ -96,8 +109,12 @@ def environment(
             voucherify_url=voucherify_url,
             voucherify_extra={"requests_per_minute": requests_per_minute},
             salesfire_url=salesfire_url,
+            connectif_url=connectif_url,
         )
     )
+    # Connectif exports go to a DuckDB file of their own: the sample warehouse stays read-only.
+    env["AIRFLOW_CONN_RETL_EXPORTS"] = conn_json("duckdb", host=str(HOME / "retl" / "exports.duckdb"))
+    env["RETL_EXPORT_CONN_ID"] = "retl_exports"
     env["RETL_RATE_LIMIT_URL"] = f"sqlite:///{HOME / 'retl' / 'ratelimit.sqlite'}"
     return env
 

@@ -1,5 +1,5 @@
-"""`make ui`: the Airflow UI (``airflow standalone``) with the DAGs, the Voucherify sandbox and every
-connection wired. Login is disabled for local use (every visitor is admin). Ctrl-C stops everything.
+"""`make ui`: the Airflow UI (``airflow standalone``) with the DAGs, the Voucherify, Salesfire and
+Connectif sandboxes and every connection wired. Login is disabled for local use (every visitor is admin). Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -8,10 +8,21 @@ import os
 import subprocess
 import sys
 
-from local import HOME, REPO, ensure_warehouse, environment, migrate, say, start_salesfire, start_voucherify
+from local import (
+    HOME,
+    REPO,
+    ensure_warehouse,
+    environment,
+    migrate,
+    say,
+    start_connectif,
+    start_salesfire,
+    start_voucherify,
+)
 
 PORT = int(os.environ.get("RETL_UI_PORT", "8080"))
-SANDBOX_PORT = int(os.environ.get("RETL_SANDBOX_PORT", "8010"))  # Voucherify; Salesfire on the next port
+# Voucherify; Salesfire and Connectif on the next two ports
+SANDBOX_PORT = int(os.environ.get("RETL_SANDBOX_PORT", "8010"))
 
 
 def main() -> int:
@@ -19,7 +30,8 @@ def main() -> int:
     (HOME / "retl").mkdir(parents=True, exist_ok=True)
     sandbox, url = start_voucherify(SANDBOX_PORT, 100, 60)
     salesfire, salesfire_url = start_salesfire(SANDBOX_PORT + 1)
-    env = environment(url, 100, salesfire_url)
+    connectif, connectif_url = start_connectif(SANDBOX_PORT + 2, 100, 60)
+    env = environment(url, 100, salesfire_url, connectif_url)
     env.update(
         {
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
@@ -32,6 +44,8 @@ def main() -> int:
             migrate(env, log)
         say(f"Voucherify sandbox at {url} (100 requests/minute, like the Business plan)")
         say(f"Salesfire sandbox at {salesfire_url} (site-1, lists customers-uk and customers-eu)")
+        say(f"Connectif sandbox at {connectif_url} (100 requests/minute per account)")
+        say("Connectif exports are loaded into .airflow/retl/exports.duckdb (connection retl_exports)")
         say(f"Airflow UI at http://localhost:{PORT} (no login: local use only). Ctrl-C to stop.")
         say(
             "Trigger voucherify_sync with params window_start=2026-10-31, window_end=2026-11-01 for sample data."
@@ -42,6 +56,7 @@ def main() -> int:
     finally:
         sandbox.terminate()
         salesfire.terminate()
+        connectif.terminate()
 
 
 if __name__ == "__main__":
