@@ -170,9 +170,6 @@ def print_report(rows: list[dict], args: argparse.Namespace) -> None:
     print("-" * len(header))
     per_record_row = next((r for r in rows if r["path"] == "per record" and r["limit"] == "100/60s"), None)
     for row in rows:
-        if row["path"] == "per record":
-            print(f"per record at {row['limit']}: {row['utilisation']:.1%} of the allowed rate used")
-    for row in rows:
         per_request = row["contacts"] / row["requests"]
         print(
             f"{row['path']:<12} {row['limit']:>8} {row['contacts']:>9,} {row['stored']:>9,} {row['requests']:>9,} "
@@ -180,6 +177,9 @@ def print_report(rows: list[dict], args: argparse.Namespace) -> None:
             f"{row['requests'] / BUDGET_PER_MINUTE:>15,.2f} {row['seconds']:>13,.1f}"
         )
     print()
+    for row in rows:
+        if row["path"] == "per record":
+            print(f"per record at {row['limit']}: {row['utilisation']:.1%} of the allowed rate used")
     if per_record_row:
         u = per_record_row["utilisation"]
         print(

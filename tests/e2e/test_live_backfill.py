@@ -1,6 +1,7 @@
 """A live ``airflow standalone`` (scheduler, DAG processor, API server, LocalExecutor) runs a backfill
 created with ``airflow backfill create``: the runs take their windows from the data intervals, share the
-account's bucket, and deliver exactly what changed in those intervals."""
+account's bucket, and deliver exactly what changed in those intervals. Then a manual ``connectif_sync``
+run whose loads run at the same time in separate processes: together they never pass the account's limit."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from collections import Counter
 import duckdb
 import pytest
 
+from sandbox.connectif import ConnectifSandbox
 from sandbox.env import airflow_env
 from sandbox.voucherify import VoucherifySandbox
 from tests.e2e.harness import LIMIT, WINDOW_SECONDS, run_env, wait_for
@@ -38,6 +40,12 @@ def airflow(env: dict, *args: str, check: bool = True) -> str:
     return done.stdout
 
 
+def list_runs(env: dict, dag_id: str) -> list[dict]:
+    out = airflow(env, "dags", "list-runs", dag_id, "-o", "json", check=False)
+    lines = [line for line in out.splitlines() if line.startswith("[{") or line == "[]"]  # logs share stdout
+    return json.loads(lines[-1]) if lines else []
+
+
 def free_port() -> int:
     import socket
 
@@ -48,9 +56,16 @@ def free_port() -> int:
 
 @pytest.fixture
 def standalone(warehouse, tmp_path):
-    with VoucherifySandbox(port=0, limit=LIMIT, window_seconds=WINDOW_SECONDS, async_delay=0.02) as sandbox:
+    with (
+        VoucherifySandbox(port=0, limit=LIMIT, window_seconds=WINDOW_SECONDS, async_delay=0.02) as sandbox,
+        ConnectifSandbox(port=0, limit=LIMIT, window_seconds=WINDOW_SECONDS, async_delay=0.02) as connectif,
+    ):
         port = free_port()
-        env = run_env(tmp_path, warehouse, voucherify_url=sandbox.url)
+        env = run_env(tmp_path, warehouse, voucherify_url=sandbox.url, connectif_url=connectif.url)
+        # Every contact one by one: a long stream of requests for the other loads to run beside.
+        env["AIRFLOW_CONN_CONNECTIF_DEFAULT"] = env["AIRFLOW_CONN_CONNECTIF_DEFAULT"].replace(
+            '"requests_per_minute"', '"bulk_threshold": 1000000000, "requests_per_minute"'
+        )
         env.update(airflow_env(tmp_path / "airflow"))
         env.update(
             {
@@ -64,6 +79,7 @@ def standalone(warehouse, tmp_path):
         )
         airflow(env, "db", "migrate")
         airflow(env, "pools", "set", "voucherify_default", "2", "Voucherify account")
+        airflow(env, "pools", "set", "connectif_default", "3", "Connectif account")
         log = (tmp_path / "standalone.log").open("w")
         proc = subprocess.Popen(
             [sys.executable, "-m", "airflow", "standalone"],
@@ -73,7 +89,7 @@ def standalone(warehouse, tmp_path):
             start_new_session=True,
         )
         try:
-            yield sandbox, env, tmp_path
+            yield sandbox, env, tmp_path, connectif
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
@@ -83,22 +99,18 @@ def standalone(warehouse, tmp_path):
 
 
 def test_backfill_create_runs_the_intervals_and_shares_the_bucket(standalone, warehouse):
-    sandbox, env, tmp_path = standalone
+    sandbox, env, tmp_path, connectif = standalone
 
     def dag_parsed() -> bool:
-        return "voucherify_sync" in airflow(env, "dags", "list", "-o", "plain", check=False)
+        listed = airflow(env, "dags", "list", "-o", "plain", check=False)
+        return "voucherify_sync" in listed and "connectif_sync" in listed
 
     wait_for(dag_parsed, timeout=240, every=3)
     airflow(env, "dags", "unpause", "voucherify_sync")
     airflow(env, "backfill", "create", "--dag-id", "voucherify_sync", "--from-date", FROM, "--to-date", TO)
 
     def backfill_runs() -> list[dict]:
-        out = airflow(env, "dags", "list-runs", "voucherify_sync", "-o", "json", check=False)
-        lines = [
-            line for line in out.splitlines() if line.startswith("[{") or line == "[]"
-        ]  # logs share stdout
-        runs = json.loads(lines[-1]) if lines else []
-        return [r for r in runs if r["run_id"].startswith("backfill")]
+        return [r for r in list_runs(env, "voucherify_sync") if r["run_id"].startswith("backfill")]
 
     def finished() -> bool:
         runs = backfill_runs()
@@ -127,3 +139,30 @@ def test_backfill_create_runs_the_intervals_and_shares_the_bucket(standalone, wa
     assert set(sent) <= changed and len(sent) >= 0.9 * len(changed)  # the rest were quarantined
     assert sandbox.stats()["throttled_by_limiter"] == 0
     assert sandbox.max_in_window() <= LIMIT
+
+    # Connectif: contacts, products and coupons load at once (pool of 3), each task its own process.
+    airflow(env, "dags", "unpause", "connectif_sync")
+    conf = {
+        "window_start": "2026-10-01",
+        "window_end": "2026-11-01",
+        "entities": ["contacts", "products", "coupons"],
+    }
+    airflow(env, "dags", "trigger", "connectif_sync", "--conf", json.dumps(conf))
+
+    def connectif_done() -> bool:
+        runs = list_runs(env, "connectif_sync")
+        return bool(runs) and all(r["state"] in ("success", "failed") for r in runs)
+
+    wait_for(connectif_done, timeout=600, every=5)
+    assert [r["state"] for r in list_runs(env, "connectif_sync")] == ["success"], tmp_path / "standalone.log"
+    spans = {}
+    for prefix in ("/contacts/", "/products/", "/imports/"):
+        times = [r["t"] for r in connectif.requests if r["path"].startswith(prefix)]
+        assert times, prefix
+        spans[prefix] = (min(times), max(times))
+    contacts = spans["/contacts/"]
+    # The other loads ran while contacts were being sent: three processes on one bucket...
+    assert any(contacts[0] < spans[p][0] < contacts[1] for p in ("/products/", "/imports/")), spans
+    # ...and together they never passed the account's limit.
+    assert connectif.stats()["throttled_by_limiter"] == 0
+    assert connectif.max_in_window() <= LIMIT
