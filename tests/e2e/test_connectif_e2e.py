@@ -12,7 +12,8 @@ import requests
 
 from sandbox.connectif import ConnectifSandbox
 from sandbox.env import CONNECTIF_KEY_ID, CONNECTIF_KEY_SECRET, conn_json
-from tests.e2e.harness import LIMIT, WINDOW, WINDOW_SECONDS, Harness, run_env, wait_for
+from tests.e2e.harness import LIMIT, WINDOW, WINDOW_SECONDS, Expected, Harness, run_env, wait_for
+from tests.e2e.test_voucherify_e2e import EMAIL, PHONE, quarantined
 
 pytestmark = pytest.mark.e2e
 ALL_TIME = ("2026-10-01", "2026-11-01")
@@ -244,3 +245,41 @@ def test_killed_while_an_import_runs_the_retry_collects_it_instead_of_importing_
     imports = connectif.sent("POST", "/imports")
     assert retry["resumed_jobs"] == 1 and len(imports) == 1  # polled, not imported twice
     assert retry["sent"] == len(connectif.sandbox.store["contacts"]) > 1000
+
+
+CONSENTS = {"GRANTED", "DENIED", "UNKNOWN"}
+STATUS = {"GRANTED": "subscribed", "DENIED": "unsubscribed", "UNKNOWN": "none"}
+
+
+def test_contacts_arrive_with_their_fields_and_bad_rows_are_quarantined_with_the_rule(connectif, warehouse):
+    live = {
+        c["email"].lower(): c
+        for c in Expected(warehouse).customers().values()
+        if c["deleted_at"] is None and c["email"] is not None
+    }
+    consents = ("email_marketing_consent", "sms_marketing_consent")
+    bad = {
+        email
+        for email, c in live.items()
+        if not EMAIL.match(email)
+        or (c["phone"] is not None and not PHONE.match(c["phone"]))
+        or any(c[col] is not None and c[col] not in CONSENTS for col in consents)
+        or len(c["first_name"] or "") > 255
+        or len(c["last_name"] or "") > 255
+    }
+    good = set(live) - bad
+    assert len(good) > 100 and bad
+
+    report = connectif.run({"entities": ["contacts"]})["reports"]["contacts"]
+    stored = connectif.sandbox.store["contacts"]
+    assert set(stored) == good and report["sent"] == len(good) and report["failed"] == 0
+    for email in good:
+        c, s = live[email], stored[email]
+        assert s.get("_name") == c["first_name"] and s.get("_surname") == c["last_name"], email
+        assert s.get("_mobilePhone") == c["phone"], email
+        assert s["_newsletterSubscriptionStatus"] == STATUS.get(c["email_marketing_consent"], "none")
+        assert s["_smsSubscriptionStatus"] == STATUS.get(c["sms_marketing_consent"], "none")
+        assert s.get("language") == c["language"] and s.get("city") == c["city"], email
+    q = quarantined(report)
+    assert bad <= set(q)
+    assert all(q[k]["failures"] and q[k]["failures"][0]["rule"] for k in bad)
