@@ -57,6 +57,7 @@ def connections_env(
     salesfire_extra: dict | None = None,
     connectif_url: str | None = None,
     connectif_extra: dict | None = None,
+    splio_sftp: dict | None = None,
 ) -> dict[str, str]:
     """``AIRFLOW_CONN_*`` for the warehouse, the state store and the vendor sandboxes."""
     env = {}
@@ -91,4 +92,6 @@ def connections_env(
             password=CONNECTIF_KEY_SECRET,
             extra={"requests_per_minute": 100, **(connectif_extra or {})},
         )
+    if splio_sftp:  # {"host", "port", "login", "extra"} as SFTPSandbox gives them
+        env["AIRFLOW_CONN_SPLIO_REFERRAL_DEFAULT"] = conn_json("sftp", **splio_sftp)
     return env

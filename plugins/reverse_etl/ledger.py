@@ -41,6 +41,7 @@ class Outcome:
     key: str
     status: str  # DELIVERED, FAILED, DELETED or PENDING (transient: try again later)
     error: str | None = None
+    ref: str | None = None  # where the vendor has it, when that is worth keeping (a file name, say)
 
 
 @dataclass
@@ -478,7 +479,7 @@ class Ledger:
                     "last_run_id": self.run_id,
                     "updated_at": now,
                     "attempts": t.c.attempts + 1,
-                    "vendor_ref": None,
+                    "vendor_ref": bindparam("b_ref"),
                 }
                 if status == DELIVERED:
                     values.update(delivered_hash=t.c.payload_hash, payload=None)
@@ -489,7 +490,7 @@ class Ledger:
                 stmt = (
                     update(t).where(self._scope() & (t.c.record_key == bindparam("b_key"))).values(**values)
                 )
-                conn.execute(stmt, [{"b_key": o.key, "b_error": o.error} for o in items])
+                conn.execute(stmt, [{"b_key": o.key, "b_error": o.error, "b_ref": o.ref} for o in items])
             self._log(conn, ((o.key, o.status, o.error) for o in outcomes if o.status != PENDING))
 
     def record_run(

@@ -1,0 +1,142 @@
+"""Splio Referral's SFTP server: files go up under a temporary name and are renamed when complete, so
+Splio never picks up half a file; the host key must be known; authentication is by key."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import random
+import re
+import time
+from typing import Any
+
+from airflow.providers.sftp.hooks.sftp import SFTPHook
+
+from reverse_etl.errors import ConfigError, VendorAuthError, VendorError, VendorUnavailable
+
+TEMP_SUFFIX = ".uploading"
+
+
+class SplioSFTPHook(SFTPHook):
+    """Connection (type ``sftp``): ``host``, ``port`` (22), ``login`` from Splio's project manager; extras
+    ``private_key`` (or ``key_file``) and ``host_key`` (``ssh-ed25519 AAAA...``, required), plus the file
+    settings the operator reads: ``remote_dir`` (``/``), ``delimiter`` (``;``), ``file_pattern``,
+    ``max_lines`` (200000), ``gzip`` (false), ``upload_attempts`` (3), ``backoff_base_seconds`` (2).
+    """
+
+    default_conn_name = "splio_referral_default"
+    hook_name = "Splio Referral SFTP"
+
+    def __init__(self, ssh_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        try:
+            super().__init__(ssh_conn_id=ssh_conn_id, **kwargs)
+        except ValueError as exc:  # a malformed host_key or private_key extra
+            raise ConfigError(f"SFTP connection '{ssh_conn_id}': {exc}") from exc
+        except Exception as exc:
+            if (
+                "isn't defined" in str(exc)
+                or "not defined" in str(exc)
+                or type(exc).__name__.endswith("NotFound")
+            ):
+                raise ConfigError(
+                    f"SFTP connection '{ssh_conn_id}' is not defined. Create it (type sftp) with Splio's host, "
+                    f"login, extra private_key and host_key, or set AIRFLOW_CONN_{ssh_conn_id.upper()}."
+                ) from exc
+            raise
+        if self.no_host_key_check or self.host_key is None:
+            raise ConfigError(
+                f"SFTP connection '{ssh_conn_id}' must carry Splio's host key in the extra 'host_key' "
+                "('ssh-ed25519 AAAA...', from `ssh-keyscan <host>` checked with Splio); uploads without a "
+                "verified host key are refused."
+            )
+        self.extras = self.get_connection(ssh_conn_id).extra_dejson
+
+    def extra(self, name: str, default: Any, cast: type = str) -> Any:
+        value = self.extras.get(name, default)
+        try:
+            return cast(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"SFTP connection '{self.ssh_conn_id}': extra '{name}'={value!r} is not a {cast.__name__}."
+            ) from exc
+
+    @property
+    def remote_dir(self) -> str:
+        return self.extra("remote_dir", "/")
+
+    def upload(self, local_path: str, name: str) -> int:
+        """Put ``local_path`` as ``<remote_dir>/<name>`` through a temporary name, rename it (replacing a
+        previous file of that name), and check the size on the server. Dropped connections are retried
+        with backoff (``upload_attempts``); then the task fails for Airflow to retry."""
+        import paramiko
+
+        size = os.path.getsize(local_path)
+        final = posixpath.join(self.remote_dir, name)
+        temp = posixpath.join(self.remote_dir, f".{name}{TEMP_SUFFIX}")
+        attempts = self.extra("upload_attempts", 3, int)
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.get_managed_conn() as sftp:
+                    sftp.put(local_path, temp, confirm=True)  # confirm: the server's size must match
+                    try:
+                        sftp.posix_rename(temp, final)  # atomic, replaces
+                    except OSError:  # no posix-rename extension: remove, then rename
+                        if self._exists(sftp, final):
+                            sftp.remove(final)
+                        sftp.rename(temp, final)
+                    stored = sftp.stat(final).st_size
+                if stored != size:
+                    raise VendorError(f"{final} has {stored} bytes on the server, {size} were sent")
+                return size
+            except paramiko.BadHostKeyException as exc:
+                raise ConfigError(
+                    f"Splio's SFTP server at {self.remote_host} presented a host key that is not the one in "
+                    f"connection '{self.ssh_conn_id}' (extra host_key). Check with Splio before changing it: "
+                    "it may be an attack."
+                ) from exc
+            except paramiko.AuthenticationException as exc:
+                raise VendorAuthError(
+                    f"Splio's SFTP server refused user '{self.username}' with the connection's key "
+                    f"('{self.ssh_conn_id}', extra private_key or key_file): {exc}"
+                ) from exc
+            except paramiko.SSHException as exc:
+                if "known_hosts" in str(exc):
+                    raise ConfigError(
+                        f"Splio's SFTP server at {self.remote_host}:{self.port} is unknown: {exc}. Set the "
+                        f"extra host_key of connection '{self.ssh_conn_id}'."
+                    ) from exc
+                error: Exception = exc
+            except (EOFError, OSError) as exc:
+                error = exc
+            if attempt == attempts:
+                raise VendorUnavailable(
+                    f"Upload of {name} to {self.remote_host}:{self.port} failed {attempts} times "
+                    f"({type(error).__name__}: {error}); Airflow's task retry starts it again."
+                ) from error
+            delay = self.extra("backoff_base_seconds", 2.0, float) * 2 ** (attempt - 1)
+            delay *= random.uniform(0.8, 1.2)
+            self.log.warning(
+                "upload of %s failed (%s: %s); retrying in %.1f s", name, type(error).__name__, error, delay
+            )
+            time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _exists(sftp: Any, path: str) -> bool:
+        try:
+            sftp.stat(path)
+        except OSError:
+            return False
+        return True
+
+    def remove_others(self, pattern: re.Pattern, keep: set[str]) -> list[str]:
+        """Remove files of ``remote_dir`` whose name matches ``pattern`` (a window's earlier parts, or a
+        temporary file an interrupted upload left) except ``keep``: a rerun replaces, never adds."""
+        removed = []
+        with self.get_managed_conn() as sftp:
+            for name in sftp.listdir(self.remote_dir):
+                bare = name.removeprefix(".").removesuffix(TEMP_SUFFIX)
+                if name not in keep and pattern.fullmatch(bare):
+                    sftp.remove(posixpath.join(self.remote_dir, name))
+                    removed.append(name)
+        return removed
