@@ -22,7 +22,8 @@ from sandbox.env import (  # noqa: E402
 
 HOME = REPO / ".airflow"
 WAREHOUSE = REPO / "data" / "warehouse.duckdb"
-POOLS = ("voucherify_default", "salesfire_default", "connectif_default")  # one per vendor account
+# one per vendor account
+POOLS = ("voucherify_default", "salesfire_default", "connectif_default", "splio_referral_default")
 
 
 def say(message: str) -> None:
@@ -75,6 +76,23 @@ def start_connectif(port: int, limit: int, window: float) -> tuple[subprocess.Po
     return start_sandbox("connectif", port, ["--limit", str(limit), "--window", str(window)])
 
 
+def start_sftp(port: int) -> tuple[subprocess.Popen, dict]:
+    """The SFTP sandbox standing in for Splio's server; returns its connection fields."""
+    import json
+
+    root = HOME / "retl" / "splio-sftp"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sandbox.sftp", "--root", str(root), "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    if not line:
+        raise SystemExit("the SFTP sandbox did not start (see the message above)")
+    return proc, json.loads(line)
+
+
 def start_sandbox(vendor: str, port: int, args: list[str]) -> tuple[subprocess.Popen, str]:
     """Start ``python -m sandbox.<vendor>`` on ``port`` and wait until it accepts connections."""
     url = f"http://127.0.0.1:{port}"
@@ -99,6 +117,7 @@ def environment(
     requests_per_minute: int,
     salesfire_url: str | None = None,
     connectif_url: str | None = None,
+    splio_sftp: dict | None = None,
 ) -> dict[str, str]:
     env = os.environ.copy()
     env.update(airflow_env(HOME))
@@ -110,6 +129,7 @@ def environment(
             voucherify_extra={"requests_per_minute": requests_per_minute},
             salesfire_url=salesfire_url,
             connectif_url=connectif_url,
+            splio_sftp=splio_sftp,
         )
     )
     # Connectif exports go to a DuckDB file of their own: the sample warehouse stays read-only.

@@ -1,5 +1,5 @@
 """`make ui`: the Airflow UI (``airflow standalone``) with the DAGs, the Voucherify, Salesfire and
-Connectif sandboxes and every connection wired. Login is disabled for local use (every visitor is admin). Ctrl-C stops everything.
+Connectif sandboxes, an SFTP server for Splio Referral and every connection wired. Login is disabled for local use (every visitor is admin). Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from local import (
     say,
     start_connectif,
     start_salesfire,
+    start_sftp,
     start_voucherify,
 )
 
 PORT = int(os.environ.get("RETL_UI_PORT", "8080"))
-# Voucherify; Salesfire and Connectif on the next two ports
+# Voucherify; Salesfire, Connectif and the Splio SFTP server on the next three ports
 SANDBOX_PORT = int(os.environ.get("RETL_SANDBOX_PORT", "8010"))
 
 
@@ -31,7 +32,8 @@ def main() -> int:
     sandbox, url = start_voucherify(SANDBOX_PORT, 100, 60)
     salesfire, salesfire_url = start_salesfire(SANDBOX_PORT + 1)
     connectif, connectif_url = start_connectif(SANDBOX_PORT + 2, 100, 60)
-    env = environment(url, 100, salesfire_url, connectif_url)
+    sftp, splio_sftp = start_sftp(SANDBOX_PORT + 3)
+    env = environment(url, 100, salesfire_url, connectif_url, splio_sftp)
     env.update(
         {
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
@@ -46,6 +48,9 @@ def main() -> int:
         say(f"Salesfire sandbox at {salesfire_url} (site-1, lists customers-uk and customers-eu)")
         say(f"Connectif sandbox at {connectif_url} (100 requests/minute per account)")
         say("Connectif exports are loaded into .airflow/retl/exports.duckdb (connection retl_exports)")
+        say(
+            f"Splio Referral SFTP sandbox on port {splio_sftp['port']}: files land in .airflow/retl/splio-sftp"
+        )
         say(f"Airflow UI at http://localhost:{PORT} (no login: local use only). Ctrl-C to stop.")
         say(
             "Trigger voucherify_sync with params window_start=2026-10-31, window_end=2026-11-01 for sample data."
@@ -57,6 +62,7 @@ def main() -> int:
         sandbox.terminate()
         salesfire.terminate()
         connectif.terminate()
+        sftp.terminate()
 
 
 if __name__ == "__main__":
