@@ -58,6 +58,8 @@ def connections_env(
     connectif_url: str | None = None,
     connectif_extra: dict | None = None,
     splio_sftp: dict | None = None,
+    salesmanago_url: str | None = None,
+    salesmanago_extra: dict | None = None,
 ) -> dict[str, str]:
     """``AIRFLOW_CONN_*`` for the warehouse, the state store and the vendor sandboxes."""
     env = {}
@@ -91,6 +93,16 @@ def connections_env(
             login=CONNECTIF_KEY_ID,
             password=CONNECTIF_KEY_SECRET,
             extra={"requests_per_minute": 100, **(connectif_extra or {})},
+        )
+    if salesmanago_url:
+        from sandbox.datatalks import ACCESS_KEY, GROUP_KEY, SECRET_KEY
+
+        env["AIRFLOW_CONN_SALESMANAGO_DEFAULT"] = conn_json(
+            "http",
+            host=salesmanago_url,
+            login=ACCESS_KEY,
+            password=SECRET_KEY,
+            extra={"group_key": GROUP_KEY, "requests_per_minute": 100, **(salesmanago_extra or {})},
         )
     if splio_sftp:  # {"host", "port", "login", "extra"} as SFTPSandbox gives them
         env["AIRFLOW_CONN_SPLIO_REFERRAL_DEFAULT"] = conn_json("sftp", **splio_sftp)

@@ -3,6 +3,7 @@
     python -m reverse_etl.cli --state .airflow/retl/state.db why voucherify customers 42
     python -m reverse_etl.cli --state postgresql://user@host/db runs voucherify_sync
     python -m reverse_etl.cli failed voucherify orders          # uses the Airflow connection retl_state
+    python -m reverse_etl.cli salesmanago-contact ann@example.com  # what SALESmanago holds (Data Talks)
 
 ``--state`` takes a SQLite file or a SQLAlchemy URL; without it the ``retl_state`` Airflow connection is used.
 """
@@ -35,7 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     failed.add_argument("destination")
     failed.add_argument("entity")
     failed.add_argument("--limit", type=int, default=50)
+    contact = sub.add_parser(
+        "salesmanago-contact", help="what SALESmanago holds for an email (GET /v1/contact_by_email)"
+    )
+    contact.add_argument("email")
+    contact.add_argument("--conn-id", default="salesmanago_default")
     args = parser.parse_args(argv)
+    if args.command == "salesmanago-contact":
+        return salesmanago_contact(args.email, args.conn_id, _url(args.state))
 
     from sqlalchemy import select
 
@@ -98,6 +106,27 @@ def main(argv: list[str] | None = None) -> int:
             for row in rows:
                 print(f"{row.record_key}\t{row.status}\t{row.error}")
     return 0
+
+
+def salesmanago_contact(email: str, conn_id: str, url: str | None) -> int:
+    """Did this customer arrive? SALESmanago's answer next to the ledger's."""
+    from reverse_etl.errors import SyncError
+    from reverse_etl.hooks.datatalks import DataTalksHook
+    from reverse_etl.ledger import record_history, state_store_url
+
+    try:
+        found = DataTalksHook(conn_id).contact_by_email(email)
+    except SyncError as exc:
+        print(f"cannot ask Data Talks: {exc}", file=sys.stderr)
+        return 2
+    history = record_history("salesmanago", "contacts", email.lower(), url=url or state_store_url())
+    current = history["current"]
+    print(
+        json.dumps(
+            {"email": email, "at_salesmanago": found, "ledger": current}, default=str, ensure_ascii=False
+        )
+    )
+    return 0 if found else 1
 
 
 if __name__ == "__main__":

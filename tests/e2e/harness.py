@@ -114,6 +114,7 @@ def run_env(tmp: Path, warehouse: Path, **connections) -> dict:
             voucherify_extra=fast,
             salesfire_extra=fast,
             connectif_extra={**fast, "import_poll_seconds": 0.05},
+            salesmanago_extra=fast,
             **connections,
         )
     )

@@ -46,6 +46,9 @@ class SyncLoadOperator(BaseOperator):
     batch_size: ClassVar[int] = 100
     max_batch_bytes: ClassVar[int] = 9_000_000
     supports_delete: ClassVar[bool] = False
+    # Facts such as events: once delivered never sent again, even changed or with full_resync (the vendor
+    # would record a second event).
+    send_once: ClassVar[bool] = False
 
     def __init__(self, *, manifest: Any, vendor_conn_id: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -170,6 +173,9 @@ class SyncLoadOperator(BaseOperator):
                             continue
                         counts["to_delete"] += 1
                         planned.append(Planned(key, DELETE, None, None))
+                        continue
+                    if self.send_once and state.get("status") == DELIVERED:
+                        counts["unchanged_skipped"] += 1
                         continue
                     payload = self.build_payload(row, context)
                     digest = payload_hash(payload)
