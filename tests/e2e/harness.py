@@ -90,7 +90,7 @@ class Harness:
         return [
             r
             for r in self.sandbox.requests
-            if r["method"] == method and r["path"].startswith(path_prefix) and r["status"] < 300
+            if r["method"] == method and r["path"].startswith(path_prefix) and (r["status"] or 999) < 300
         ]
 
 

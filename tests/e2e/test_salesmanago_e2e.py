@@ -1,0 +1,161 @@
+"""salesmanago_sync through Airflow against the sample warehouse and the Data Talks sandbox (SigV4)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+
+import duckdb
+import pytest
+
+from reverse_etl.ledger import record_history
+from sandbox.datatalks import GROUP_KEY, DataTalksSandbox
+from tests.e2e.harness import LIMIT, WINDOW_SECONDS, Harness, run_env, wait_for
+from tests.e2e.test_voucherify_e2e import quarantined
+
+pytestmark = pytest.mark.e2e
+DAY = ("2026-10-31", "2026-11-01")
+NEXT = ("2026-11-01", "2026-11-02")
+MONTH = ("2026-10-01", "2026-11-01")
+
+
+@pytest.fixture
+def warehouse_copy(warehouse, tmp_path):
+    """A copy the test may change (deletes, edits) without touching the session's warehouse."""
+    path = tmp_path / "warehouse.duckdb"
+    shutil.copy(warehouse, path)
+    return path
+
+
+@pytest.fixture
+def salesmanago(airflow_db, warehouse_copy, tmp_path):
+    with DataTalksSandbox(port=0, limit=LIMIT, window_seconds=WINDOW_SECONDS) as sandbox:
+        env = run_env(tmp_path, warehouse_copy, salesmanago_url=sandbox.url)
+        yield Harness(sandbox, env, tmp_path, dag_id="salesmanago_sync")
+
+
+def test_everything_once_with_its_fields_then_a_rerun_sends_nothing(salesmanago, warehouse_copy):
+    result = salesmanago.run(window=DAY)
+    reports = result["reports"]
+    store = salesmanago.sandbox.store
+    assert (
+        reports["contacts"]["sent"]
+        == len(store["contacts"]) - sum(1 for c in store["contacts"].values() if c.get("_from_event"))
+        > 30
+    )
+    assert all(c["_posts"] == 1 for c in store["contacts"].values() if not c.get("_from_event"))
+    # every body carried the group key and a valid signature (no 403 at all)
+    assert "403" not in salesmanago.sandbox.stats()["status_counts"]
+    assert all(
+        r["body"]["group_key"] == GROUP_KEY for r in salesmanago.sandbox.requests if r["method"] == "POST"
+    )
+
+    con = duckdb.connect(str(warehouse_copy), read_only=True)
+    sample = con.execute(
+        "SELECT lower(email), first_name, last_name, city, country_code FROM customers "
+        "WHERE updated_at >= ?::TIMESTAMP AND updated_at < ?::TIMESTAMP AND deleted_at IS NULL",
+        list(DAY),
+    ).fetchall()
+    con.close()
+    checked = 0
+    for email, first, last, city, country in sample:
+        stored = store["contacts"].get(email)
+        if stored is None or stored.get("_from_event"):
+            continue  # quarantined (bad email) or a duplicate key's older row
+        assert stored.get("name") == " ".join(p for p in (first, last) if p) or None
+        assert stored.get("city") == city and stored.get("country") == country
+        checked += 1
+    assert checked > 30
+
+    events = reports["events"]
+    ids = Counter(e["externalId"] for e in store["events"])
+    assert events["sent"] == len(ids) == len(store["events"]) > 100 and store["event_duplicates"] == 0
+    assert {e["contactExtEventType"] for e in store["events"]} >= {"VISIT", "CART", "PURCHASE"}
+
+    before = len(salesmanago.sandbox.requests)
+    again = salesmanago.run(window=DAY)
+    assert len(salesmanago.sandbox.requests) == before
+    assert all(again["reports"][e]["sent"] == 0 for e in ("contacts", "products", "events"))
+
+    # The whole month of products: arrays, and overlong fields quarantined with the field named.
+    products = salesmanago.run({"entities": ["products"]}, window=MONTH)["reports"]["products"]
+    store = salesmanago.sandbox.store
+    q = quarantined(products)
+    assert products["rejected"] == len(q) > 0 and all(line["failures"][0]["rule"] for line in q.values())
+    overlong = [line for line in q.values() if "at most" in line["reason"]]
+    assert overlong and all(("name" in line["reason"] or "product_id" in line["reason"]) for line in overlong)
+    refused = {k for k, line in q.items() if "superseded" not in line["reason"]}  # a newer row of a
+    assert refused and not refused & set(store["products"])  # superseded key is sent, as it should
+    assert len(store["products"]) == products["sent"] + products["unchanged_skipped"]
+    posts = salesmanago.sent("POST", "/v1/products")
+    assert max(len(r["body"]["data"]) for r in posts) > 50  # arrays, not one by one
+
+
+def test_changed_events_are_not_sent_again_and_deletes_touch_only_our_contacts(salesmanago, warehouse_copy):
+    salesmanago.run({"entities": ["contacts", "events"]}, window=DAY)
+    ours = sorted(c for c, v in salesmanago.sandbox.store["contacts"].items() if not v.get("_from_event"))[:3]
+    # A contact someone else created at SALESmanago, whose customer the warehouse soft-deletes: not ours.
+    con = duckdb.connect(str(warehouse_copy))
+    stranger = con.execute(
+        "SELECT lower(email) FROM customers WHERE updated_at < ?::TIMESTAMP AND deleted_at IS NULL "
+        "AND email LIKE '%@%.%' AND email NOT LIKE '% %' LIMIT 1",
+        [DAY[0]],
+    ).fetchone()[0]
+    con.execute(
+        "UPDATE customers SET deleted_at = TIMESTAMP '2026-11-01 12:00:00', updated_at = TIMESTAMP "
+        "'2026-11-01 12:00:00' WHERE lower(email) IN (SELECT unnest(?::VARCHAR[]))",
+        [[*ours, stranger]],
+    )
+    # Every event of the day changes (its value): already delivered, so not sent again.
+    con.execute(
+        "UPDATE events SET value_cents = value_cents + 1, updated_at = TIMESTAMP '2026-11-01 13:00:00' "
+        "WHERE updated_at >= ?::TIMESTAMP AND updated_at < ?::TIMESTAMP",
+        list(DAY),
+    )
+    con.close()
+    salesmanago.sandbox.configure()  # nothing to change; the stranger is put straight into the store
+    with salesmanago.sandbox._lock:
+        salesmanago.sandbox._contacts[stranger] = {"email": stranger, "_posts": 0}
+    events_before = len(salesmanago.sandbox.store["events"])
+
+    result = salesmanago.run({"entities": ["contacts", "events"]}, window=NEXT)
+    deletes = [r["body"]["data"]["email"] for r in salesmanago.sent("DELETE", "/v1/contacts")]
+    assert sorted(deletes) == ours and result["reports"]["contacts"]["deleted"] == 3
+    assert stranger in salesmanago.sandbox.store["contacts"]  # never sent by us: left alone
+    assert result["reports"]["contacts"]["deletes_skipped"] >= 1
+    assert len(salesmanago.sandbox.store["events"]) == events_before  # no second event
+    assert result["reports"]["events"]["unchanged_skipped"] > 100
+    history = record_history("salesmanago", "contacts", ours[0], url=salesmanago.state_url)
+    assert history["current"]["status"] == "deleted"
+
+
+def test_faults_dry_run_kill_and_the_contact_lookup(salesmanago):
+    dry = salesmanago.run({"dry_run": True}, window=DAY)
+    assert salesmanago.sandbox.requests == [] and dry["reports"]["events"]["to_send"] > 100
+
+    salesmanago.sandbox.inject("status", status=504, count=3, path_prefix="/v1/events")
+    salesmanago.sandbox.inject("drop", count=2, skip=10, path_prefix="/v1/events")
+    salesmanago.sandbox.inject("throttle", count=3, skip=30, path_prefix="/v1/events")
+    salesmanago.sandbox.inject("slow", delay=0.02, count=100000, path_prefix="/v1/events")
+    proc = salesmanago.start({"entities": ["contacts", "events"]}, window=DAY)
+    wait_for(lambda: len(salesmanago.sent("POST", "/v1/events")) >= 60, timeout=300)
+    salesmanago.kill(proc)
+    salesmanago.sandbox.clear_faults()
+    retry = salesmanago.run({"entities": ["contacts", "events"]}, window=DAY)["reports"]["events"]
+    ids = Counter(e["externalId"] for e in salesmanago.sandbox.store["events"])
+    assert sum(n - 1 for n in ids.values()) <= 1  # at most the one in flight at the kill
+    assert retry["failed"] == 0 and len(ids) >= retry["to_send"]
+
+    email = next(c for c, v in salesmanago.sandbox.store["contacts"].items() if not v.get("_from_event"))
+    cli = [sys.executable, "-m", "reverse_etl.cli", "--state", salesmanago.state_url, "salesmanago-contact"]
+    done = subprocess.run([*cli, email], env=salesmanago.env, capture_output=True, text=True, timeout=120)
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert done.returncode == 0 and answer["at_salesmanago"]["contact"]["email"] == email
+    assert answer["ledger"]["status"] == "delivered"
+    missing = subprocess.run(
+        [*cli, "nobody@example.com"], env=salesmanago.env, capture_output=True, text=True, timeout=120
+    )
+    assert missing.returncode == 1 and '"at_salesmanago": null' in missing.stdout
