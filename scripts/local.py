@@ -23,7 +23,13 @@ from sandbox.env import (  # noqa: E402
 HOME = REPO / ".airflow"
 WAREHOUSE = REPO / "data" / "warehouse.duckdb"
 # one per vendor account
-POOLS = ("voucherify_default", "salesfire_default", "connectif_default", "splio_referral_default")
+POOLS = (
+    "voucherify_default",
+    "salesfire_default",
+    "connectif_default",
+    "splio_referral_default",
+    "salesmanago_default",
+)
 
 
 def say(message: str) -> None:
@@ -118,6 +124,7 @@ def environment(
     salesfire_url: str | None = None,
     connectif_url: str | None = None,
     splio_sftp: dict | None = None,
+    salesmanago_url: str | None = None,
 ) -> dict[str, str]:
     env = os.environ.copy()
     env.update(airflow_env(HOME))
@@ -130,6 +137,7 @@ def environment(
             salesfire_url=salesfire_url,
             connectif_url=connectif_url,
             splio_sftp=splio_sftp,
+            salesmanago_url=salesmanago_url,
         )
     )
     # Connectif exports go to a DuckDB file of their own: the sample warehouse stays read-only.

@@ -1,5 +1,5 @@
 """`make ui`: the Airflow UI (``airflow standalone``) with the DAGs, the Voucherify, Salesfire and
-Connectif sandboxes, an SFTP server for Splio Referral and every connection wired. Login is disabled for local use (every visitor is admin). Ctrl-C stops everything.
+Connectif sandboxes, an SFTP server for Splio Referral, the Data Talks sandbox and every connection wired. Login is disabled for local use (every visitor is admin). Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from local import (
     say,
     start_connectif,
     start_salesfire,
+    start_sandbox,
     start_sftp,
     start_voucherify,
 )
 
 PORT = int(os.environ.get("RETL_UI_PORT", "8080"))
-# Voucherify; Salesfire, Connectif and the Splio SFTP server on the next three ports
+# Voucherify; Salesfire, Connectif, the Splio SFTP server and Data Talks on the next four ports
 SANDBOX_PORT = int(os.environ.get("RETL_SANDBOX_PORT", "8010"))
 
 
@@ -33,7 +34,10 @@ def main() -> int:
     salesfire, salesfire_url = start_salesfire(SANDBOX_PORT + 1)
     connectif, connectif_url = start_connectif(SANDBOX_PORT + 2, 100, 60)
     sftp, splio_sftp = start_sftp(SANDBOX_PORT + 3)
-    env = environment(url, 100, salesfire_url, connectif_url, splio_sftp)
+    datatalks, datatalks_url = start_sandbox(
+        "datatalks", SANDBOX_PORT + 4, ["--limit", "100", "--window", "60"]
+    )
+    env = environment(url, 100, salesfire_url, connectif_url, splio_sftp, datatalks_url)
     env.update(
         {
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
@@ -63,6 +67,7 @@ def main() -> int:
         salesfire.terminate()
         connectif.terminate()
         sftp.terminate()
+        datatalks.terminate()
 
 
 if __name__ == "__main__":

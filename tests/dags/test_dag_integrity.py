@@ -24,7 +24,13 @@ def dagbag():
 
 def test_every_dag_imports(dagbag):
     assert dagbag.import_errors == {}
-    assert {"voucherify_sync", "salesfire_sync", "connectif_sync", "splio_referral_sync"} <= set(dagbag.dags)
+    assert {
+        "voucherify_sync",
+        "salesfire_sync",
+        "connectif_sync",
+        "splio_referral_sync",
+        "salesmanago_sync",
+    } <= set(dagbag.dags)
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
