@@ -1,5 +1,6 @@
 """`make ui`: the Airflow UI (``airflow standalone``) with the DAGs, the Voucherify, Salesfire and
-Connectif sandboxes, an SFTP server for Splio Referral, the Data Talks sandbox and every connection wired. Login is disabled for local use (every visitor is admin). Ctrl-C stops everything.
+Connectif sandboxes, an SFTP server for Splio Referral, the Data Talks sandbox and every connection
+wired. Login is disabled for local use (every visitor is admin). Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def main() -> int:
         say(f"Salesfire sandbox at {salesfire_url} (site-1, lists customers-uk and customers-eu)")
         say(f"Connectif sandbox at {connectif_url} (100 requests/minute per account)")
         say("Connectif exports are loaded into .airflow/retl/exports.duckdb (connection retl_exports)")
+        say(f"Data Talks (SALESmanago) sandbox at {datatalks_url} (SigV4, group_key sandbox-group)")
         say(
             f"Splio Referral SFTP sandbox on port {splio_sftp['port']}: files land in .airflow/retl/splio-sftp"
         )
