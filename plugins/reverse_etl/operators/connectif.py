@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
-from reverse_etl.errors import VendorError, VendorRejected
+from reverse_etl.errors import VendorError
 from reverse_etl.hooks.connectif import ConnectifHook
 from reverse_etl.ledger import DELIVERED, FAILED, Outcome, Planned
 from reverse_etl.operators.load import SyncLoadOperator
@@ -52,15 +52,9 @@ class _ConnectifLoad(SyncLoadOperator):
         if len(batch) > 1:
             created = hook.create_import(self.bulk_kind, self.to_csv(batch, hook.delimiter))
             return f"import:{created['id']}"
-        outcomes = []
-        for record in batch:
-            try:
-                self.send_one(hook, record.key, json.loads(record.payload), context)
-            except VendorRejected as exc:
-                outcomes.append(Outcome(record.key, FAILED, str(exc)))
-                continue
-            outcomes.append(Outcome(record.key, DELIVERED))
-        return outcomes
+        return self.send_each(
+            batch, lambda record: self.send_one(hook, record.key, json.loads(record.payload), context)
+        )
 
     def to_csv(self, batch: list[Planned], delimiter: str) -> bytes:
         """UTF-8 CSV whose header row holds Connectif field ids, the key column first."""

@@ -16,7 +16,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator
@@ -73,6 +73,26 @@ class SyncLoadOperator(BaseOperator):
         """Records per batch; the ledger records answers batch by batch. ``self.pending_count`` (records
         waiting to be sent, set before delivery) lets an adapter switch to a bulk path for large deltas."""
         return self.batch_size
+
+    @staticmethod
+    def send_each(
+        batch: list[Planned], send: Callable[[Planned], None], done: str = DELIVERED
+    ) -> list[Outcome]:
+        """One request per record: a refusal fails that record alone, with the vendor's message; a record
+        already absent at the vendor counts as deleted when deleting (the goal is reached)."""
+        outcomes = []
+        for record in batch:
+            try:
+                send(record)
+            except VendorNotFound as exc:
+                if done != DELETED:
+                    outcomes.append(Outcome(record.key, FAILED, str(exc)))
+                    continue
+            except VendorRejected as exc:
+                outcomes.append(Outcome(record.key, FAILED, str(exc)))
+                continue
+            outcomes.append(Outcome(record.key, done))
+        return outcomes
 
     def batch_group(self, record: Planned) -> str | None:
         """Records of different groups never share a batch (e.g. one import per coupon set)."""

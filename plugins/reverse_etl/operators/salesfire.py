@@ -6,9 +6,9 @@ import json
 import re
 from typing import Any
 
-from reverse_etl.errors import ConfigError, VendorRejected
+from reverse_etl.errors import ConfigError
 from reverse_etl.hooks.salesfire import SalesfireHook
-from reverse_etl.ledger import DELIVERED, FAILED, Outcome, Planned
+from reverse_etl.ledger import Outcome, Planned
 from reverse_etl.operators.load import SyncLoadOperator
 from reverse_etl.payload import row_to_payload
 
@@ -37,13 +37,8 @@ class SalesfireCustomersOperator(SyncLoadOperator):
         return {"list": row["_list"], "customer": body}
 
     def send_upserts(self, hook: SalesfireHook, batch: list[Planned], context: Any) -> list[Outcome]:
-        outcomes = []
-        for record in batch:
+        def send(record: Planned) -> None:
             planned = json.loads(record.payload)
-            try:
-                hook.post_customer(planned["list"], planned["customer"])
-            except VendorRejected as exc:
-                outcomes.append(Outcome(record.key, FAILED, str(exc)))
-                continue
-            outcomes.append(Outcome(record.key, DELIVERED))
-        return outcomes
+            hook.post_customer(planned["list"], planned["customer"])
+
+        return self.send_each(batch, send)

@@ -7,9 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from reverse_etl.errors import VendorNotFound, VendorRejected
 from reverse_etl.hooks.datatalks import DataTalksHook
-from reverse_etl.ledger import DELETED, DELIVERED, FAILED, Outcome, Planned
+from reverse_etl.ledger import DELETED, DELIVERED, Outcome, Planned
 from reverse_etl.operators.load import SyncLoadOperator
 
 
@@ -22,15 +21,7 @@ class _DataTalksLoad(SyncLoadOperator):
         raise NotImplementedError
 
     def send_upserts(self, hook: DataTalksHook, batch: list[Planned], context: Any) -> list[Outcome]:
-        outcomes = []
-        for record in batch:
-            try:
-                self.send_one(hook, json.loads(record.payload))
-            except VendorRejected as exc:
-                outcomes.append(Outcome(record.key, FAILED, str(exc)))
-                continue
-            outcomes.append(Outcome(record.key, DELIVERED))
-        return outcomes
+        return self.send_each(batch, lambda record: self.send_one(hook, json.loads(record.payload)))
 
 
 class SalesmanagoContactsOperator(_DataTalksLoad):
@@ -44,18 +35,7 @@ class SalesmanagoContactsOperator(_DataTalksLoad):
         hook.upsert_contact(payload)
 
     def send_deletes(self, hook: DataTalksHook, batch: list[Planned], context: Any) -> list[Outcome]:
-        outcomes = []
-        for record in batch:
-            try:
-                hook.delete_contact(record.key)
-            except VendorNotFound:
-                outcomes.append(Outcome(record.key, DELETED, "already absent at SALESmanago"))
-                continue
-            except VendorRejected as exc:
-                outcomes.append(Outcome(record.key, FAILED, str(exc)))
-                continue
-            outcomes.append(Outcome(record.key, DELETED))
-        return outcomes
+        return self.send_each(batch, lambda record: hook.delete_contact(record.key), DELETED)
 
 
 class SalesmanagoEventsOperator(_DataTalksLoad):

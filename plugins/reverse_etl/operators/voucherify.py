@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from reverse_etl.errors import VendorNotFound, VendorRejected
+from reverse_etl.errors import VendorRejected
 from reverse_etl.hooks.voucherify import VoucherifyHook
 from reverse_etl.ledger import DELETED, DELIVERED, FAILED, Outcome, Planned
 from reverse_etl.operators.load import SyncLoadOperator
@@ -63,17 +63,7 @@ class VoucherifyCustomersOperator(_VoucherifyBulkLoad):
     supports_delete = True
 
     def send_deletes(self, hook: VoucherifyHook, batch: list[Planned], context: Any) -> list[Outcome]:
-        outcomes = []
-        for record in batch:
-            try:
-                hook.delete_customer(record.key)
-            except VendorNotFound:
-                pass  # already gone at the vendor: the goal is reached
-            except VendorRejected as exc:
-                outcomes.append(Outcome(record.key, FAILED, str(exc)))
-                continue
-            outcomes.append(Outcome(record.key, DELETED))
-        return outcomes
+        return self.send_each(batch, lambda record: hook.delete_customer(record.key), DELETED)
 
 
 class VoucherifyProductsOperator(_VoucherifyBulkLoad):
