@@ -41,7 +41,6 @@ class Outcome:
     key: str
     status: str  # DELIVERED, FAILED, DELETED or PENDING (transient: try again later)
     error: str | None = None
-    ref: str | None = None  # where the vendor has it, when that is worth keeping (a file name, say)
 
 
 @dataclass
@@ -400,6 +399,34 @@ class Ledger:
             self._upsert(conn, rows, ["status", "payload", "error", "last_run_id", "updated_at"])
             self._log(conn, ((key, REJECTED, error) for key, error in rejected))
 
+    def mark_delivered(self, delivered: list[tuple[str, str | None]]) -> None:
+        """Records delivered as a whole (a file, say): one write each, no pending step; ``(key, ref)``."""
+        now = _now()
+        rows = [
+            {
+                "destination": self.destination,
+                "entity": self.entity,
+                "record_key": key,
+                "operation": UPSERT,
+                "status": DELIVERED,
+                "payload": None,
+                "error": None,
+                "vendor_ref": ref,
+                "attempts": 1,
+                "first_run_id": self.run_id,
+                "last_run_id": self.run_id,
+                "updated_at": now,
+            }
+            for key, ref in delivered
+        ]
+        with self.engine.begin() as conn:
+            self._upsert(
+                conn,
+                rows,
+                ["operation", "status", "payload", "error", "vendor_ref", "last_run_id", "updated_at"],
+            )
+            self._log(conn, ((key, DELIVERED, ref) for key, ref in delivered))
+
     def iter_status(self, status: str, batch_size: int) -> Iterator[list[Planned]]:
         """Keyset-paged batches of records in ``status`` (any run's), so memory stays flat."""
         from sqlalchemy import select
@@ -479,7 +506,7 @@ class Ledger:
                     "last_run_id": self.run_id,
                     "updated_at": now,
                     "attempts": t.c.attempts + 1,
-                    "vendor_ref": bindparam("b_ref"),
+                    "vendor_ref": None,
                 }
                 if status == DELIVERED:
                     values.update(delivered_hash=t.c.payload_hash, payload=None)
@@ -490,7 +517,7 @@ class Ledger:
                 stmt = (
                     update(t).where(self._scope() & (t.c.record_key == bindparam("b_key"))).values(**values)
                 )
-                conn.execute(stmt, [{"b_key": o.key, "b_error": o.error, "b_ref": o.ref} for o in items])
+                conn.execute(stmt, [{"b_key": o.key, "b_error": o.error} for o in items])
             self._log(conn, ((o.key, o.status, o.error) for o in outcomes if o.status != PENDING))
 
     def record_run(

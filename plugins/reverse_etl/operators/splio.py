@@ -18,7 +18,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from reverse_etl.ledger import DELIVERED, UPSERT, Ledger, Outcome, Planned
+from reverse_etl.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -189,12 +189,8 @@ class SplioReferralUploadOperator(BaseOperator):
             keys = [str(key) for key, deleted in pairs if not deleted]
             if not keys:
                 continue
-            ledger.plan([Planned(key, UPSERT, None, None) for key in keys])
-            ledger.apply(
-                [
-                    Outcome(key, DELIVERED, ref=f"sftp:{names[index // rows_per_part]}")
-                    for index, key in enumerate(keys, start=sent)
-                ]
+            ledger.mark_delivered(
+                [(key, f"sftp:{names[index // rows_per_part]}") for index, key in enumerate(keys, start=sent)]
             )
             sent += len(keys)
         return sent
