@@ -1395,7 +1395,8 @@ def build_duckdb(
 def load_postgres(
     duckdb_path: str | Path, dsn: str, schema: str = "public", batch_rows: int = 100_000
 ) -> dict[str, int]:
-    """Copy every table of the DuckDB file into `schema` (dropped and recreated) with streamed COPY."""
+    """Copy every table of the DuckDB file into `schema` (dropped and recreated) with streamed COPY, then
+    ANALYZE it."""
     src = duckdb.connect(str(duckdb_path), read_only=True)
     counts = {}
     try:
@@ -1433,6 +1434,9 @@ def load_postgres(
                         pacsv.write_csv(batch, buffer, pacsv.WriteOptions(include_header=False))
                         copy.write(buffer.getbuffer())
                         counts[table] += batch.num_rows
+                # Planner statistics now, as a warehouse has them: without them PostgreSQL picks nested
+                # loops for the order/line joins and a window's extract takes tens of seconds.
+                pg.execute(sql.SQL("ANALYZE {}").format(target))
     finally:
         src.close()
     return counts

@@ -9,11 +9,11 @@ SELECT
     first_name                                     AS name,
     last_name                                      AS surname,
     birth_date                                     AS birthdate,
-    phone                                          AS mobilePhone,
+    phone                                          AS "mobilePhone",
     CASE email_marketing_consent WHEN 'GRANTED' THEN 'subscribed' WHEN 'DENIED' THEN 'unsubscribed' ELSE 'none' END
-                                                   AS newsletterSubscriptionStatus,
+                                                   AS "newsletterSubscriptionStatus",
     CASE sms_marketing_consent WHEN 'GRANTED' THEN 'subscribed' WHEN 'DENIED' THEN 'unsubscribed' ELSE 'none' END
-                                                   AS smsSubscriptionStatus,
+                                                   AS "smsSubscriptionStatus",
     loyalty_points                                 AS points,
     language                                       AS custom__language,
     city                                           AS custom__city

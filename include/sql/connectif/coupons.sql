@@ -6,7 +6,7 @@ SELECT
     deleted_at IS NOT NULL                       AS _deleted,
     updated_at                                   AS _updated_at,
     status                                       AS _status,
-    coupon_set_id                                AS couponSetId
+    coupon_set_id                                AS "couponSetId"
 FROM coupons
 WHERE status = 'NEW'
   AND updated_at >= TIMESTAMP '{{ window_start }}'

@@ -7,10 +7,10 @@ SELECT
     description                                  AS description,
     brand                                        AS brand,
     CASE WHEN in_stock THEN 'instock' ELSE 'outofstock' END AS availability,
-    CAST(price_cents AS DOUBLE PRECISION) / 100  AS unitPrice,
-    image_url                                    AS imageUrl,
-    url                                          AS productDetailUrl,
-    stock_units                                  AS inStockUnits
+    CAST(price_cents AS DOUBLE PRECISION) / 100  AS "unitPrice",
+    image_url                                    AS "imageUrl",
+    url                                          AS "productDetailUrl",
+    stock_units                                  AS "inStockUnits"
 FROM products
 WHERE updated_at >= TIMESTAMP '{{ window_start }}'
   AND updated_at <  TIMESTAMP '{{ window_end }}'

@@ -34,12 +34,12 @@ SELECT
     FALSE                                        AS _deleted,
     c.updated_at                                 AS _updated_at,
     c.status                                     AS _status,
-    c.order_id                                   AS purchaseId,
-    c.order_id                                   AS cartId,
-    LOWER(c.email)                               AS contactEmail,
-    c.ordered_at                                 AS purchaseDate,
-    CAST(c.total_cents AS DOUBLE PRECISION) / 100 AS totalPrice,
-    l.total_quantity                             AS totalQuantity,
+    c.order_id                                   AS "purchaseId",
+    c.order_id                                   AS "cartId",
+    LOWER(c.email)                               AS "contactEmail",
+    c.ordered_at                                 AS "purchaseDate",
+    CAST(c.total_cents AS DOUBLE PRECISION) / 100 AS "totalPrice",
+    l.total_quantity                             AS "totalQuantity",
     l.products_json                              AS products__json
 FROM changed c
 JOIN lines l ON l.order_id = c.order_id

@@ -10,8 +10,8 @@ SELECT
     NULLIF(CONCAT_WS(' ', first_name, last_name), '') AS name,
     phone                                        AS phone,
     company                                      AS company,
-    address_line1                                AS streetAddress,
-    postal_code                                  AS zipCode,
+    address_line1                                AS "streetAddress",
+    postal_code                                  AS "zipCode",
     city                                         AS city,
     country_code                                 AS country
 FROM customers

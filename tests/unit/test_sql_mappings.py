@@ -1,0 +1,61 @@
+"""Every SQL mapping runs on DuckDB and on PostgreSQL and selects the same records with the same columns."""
+
+from __future__ import annotations
+
+import datetime as dt
+from urllib.parse import urlsplit
+
+import pytest
+
+from reverse_etl.extract import render_sql
+from reverse_etl.settings import include_dir
+from reverse_etl.warehouse import WarehouseHook
+from reverse_etl.window import Window
+from sandbox.env import conn_json
+
+MAPPINGS = sorted((p.parent.name, p.stem) for p in (include_dir() / "sql").glob("*/*.sql"))
+MONTH = Window(dt.datetime(2026, 10, 1, tzinfo=dt.UTC), dt.datetime(2026, 11, 1, tzinfo=dt.UTC))
+
+
+def _select(hook: WarehouseHook, destination: str, entity: str) -> tuple[list[str], list[str]]:
+    sql = render_sql(destination, entity, MONTH, hook.dialect)
+    columns: list[str] = []
+    keys: list[str] = []
+    for batch in hook.stream(sql, 5000):
+        columns = batch.schema.names
+        keys += [str(k) for k in batch.column("_key").to_pylist()]
+    return columns, keys
+
+
+def test_every_destination_has_its_mappings():
+    assert {d for d, _ in MAPPINGS} == {
+        "voucherify",
+        "salesfire",
+        "connectif",
+        "salesmanago",
+        "splio_referral",
+    }
+
+
+@pytest.mark.postgres
+def test_each_mapping_selects_the_same_records_on_duckdb_and_postgresql(
+    warehouse, postgres_database, monkeypatch
+):
+    from sandbox.warehouse import load_postgres
+
+    load_postgres(warehouse, postgres_database)
+    dsn = urlsplit(postgres_database)
+    monkeypatch.setenv("AIRFLOW_CONN_DUCK", conn_json("duckdb", host=str(warehouse)))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_PG",
+        conn_json(
+            "postgres", host=dsn.hostname, port=dsn.port, login=dsn.username, schema=dsn.path.lstrip("/")
+        ),
+    )
+    duck, pg = WarehouseHook("duck"), WarehouseHook("pg")
+    for destination, entity in MAPPINGS:
+        duck_columns, duck_keys = _select(duck, destination, entity)
+        pg_columns, pg_keys = _select(pg, destination, entity)
+        assert duck_keys, f"{destination}.{entity} selects nothing over the sample month"
+        assert pg_columns == duck_columns, f"{destination}.{entity}"
+        assert sorted(pg_keys) == sorted(duck_keys), f"{destination}.{entity}"
