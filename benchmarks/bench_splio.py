@@ -85,9 +85,9 @@ def measure(valid_path: str, size: int) -> dict:
     ledger.lookup(["warm-up"])  # the state store's engine and tables exist before the baseline
     next(iter(iter_parquet(manifest["valid_path"], 10)))  # pyarrow and the parquet reader are loaded
     baseline = _rss_mb()
-    report = {"deletes_skipped": 0}
+    report = {"deletes_skipped": 0, "to_send": 0}
     t0 = time.monotonic()
-    parts = operator._build(hook, manifest, report, context)
+    parts = operator._build(hook, manifest, report, context, 200_000)
     t1 = time.monotonic()
     names = operator._names(hook, operator.default_pattern, "20261031", len(parts))
     sent = sum(hook.upload(str(p), n) for p, n in zip(parts, names, strict=True))
@@ -96,7 +96,7 @@ def measure(valid_path: str, size: int) -> dict:
     recorded = operator._record_delivery(ledger, manifest, names, 199_999)
     t3 = time.monotonic()
     return {
-        "rows": report["_rows"],
+        "rows": report["to_send"],
         "files": len(parts),
         "mb": sent / 1e6,
         "build_s": t1 - t0,

@@ -42,6 +42,15 @@ class RequestStats:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 
+def typed_extra(extras: dict, name: str, default: Any, cast: type, connection: str) -> Any:
+    """A connection extra as ``cast``; a malformed one is a ConfigError naming the connection and extra."""
+    value = extras.get(name, default)
+    try:
+        return cast(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{connection}: extra '{name}'={value!r} is not a {cast.__name__}.") from exc
+
+
 class VendorHttpHook(BaseHook):
     """Base of the HTTP vendor hooks. Connection extras (all optional):
 
@@ -84,13 +93,9 @@ class VendorHttpHook(BaseHook):
         return self.connection.extra_dejson
 
     def extra(self, name: str, default: Any, cast: type = float) -> Any:
-        value = self.extras.get(name, default)
-        try:
-            return cast(value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(
-                f"{self.vendor} connection '{self.vendor_conn_id}': extra '{name}'={value!r} is not a {cast.__name__}."
-            ) from exc
+        return typed_extra(
+            self.extras, name, default, cast, f"{self.vendor} connection '{self.vendor_conn_id}'"
+        )
 
     @property
     def base_url(self) -> str:

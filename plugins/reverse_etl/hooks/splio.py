@@ -13,6 +13,7 @@ from typing import Any
 from airflow.providers.sftp.hooks.sftp import SFTPHook
 
 from reverse_etl.errors import ConfigError, VendorAuthError, VendorError, VendorUnavailable
+from reverse_etl.hooks.base import typed_extra
 
 TEMP_SUFFIX = ".uploading"
 
@@ -52,13 +53,11 @@ class SplioSFTPHook(SFTPHook):
         self.extras = self.get_connection(ssh_conn_id).extra_dejson
 
     def extra(self, name: str, default: Any, cast: type = str) -> Any:
-        value = self.extras.get(name, default)
-        try:
-            return cast(value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(
-                f"SFTP connection '{self.ssh_conn_id}': extra '{name}'={value!r} is not a {cast.__name__}."
-            ) from exc
+        return typed_extra(self.extras, name, default, cast, f"SFTP connection '{self.ssh_conn_id}'")
+
+    @property
+    def gzipped(self) -> bool:
+        return str(self.extras.get("gzip", False)).lower() == "true"
 
     @property
     def remote_dir(self) -> str:

@@ -276,13 +276,15 @@ class ConnectifExportOperator(BaseOperator):
         import tempfile
 
         started = time.monotonic()
-        filters = None
+        filters = bounds = None
         stamps = {"_exported_at": dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat()}
         if part is not None:
             # Our windows are half-open; Connectif's toDate is taken as inclusive: stop 1 ms short.
             last = part[1] - dt.timedelta(milliseconds=1)
             filters = {"fromDate": _iso_z(part[0]), "toDate": _iso_z(last)}
-            stamps.update(_window_start=_naive(part[0]).isoformat(), _window_end=_naive(part[1]).isoformat())
+            span = (_naive(part[0]).isoformat(), _naive(part[1]).isoformat())
+            stamps.update(_window_start=span[0], _window_end=span[1])
+            bounds = {"_window_start": span, "_window_end": span}  # a rerun replaces windows inside it
         created = hook.create_export(kind, filters)
         log.info("connectif export %s (%s, %s) requested", created.get("id"), kind, filters or "all")
         found = hook.wait_export(str(created["id"]))
@@ -294,21 +296,13 @@ class ConnectifExportOperator(BaseOperator):
         with tempfile.TemporaryDirectory(prefix="retl-export-") as tmp:
             path = f"{tmp}/{kind}.csv"
             size = hook.download_to(found["fileUrl"], path)
-            window_bounds = (
-                {
-                    k: (stamps["_window_start"], stamps["_window_end"])
-                    for k in ("_window_start", "_window_end")
-                }
-                if part is not None
-                else None
-            )
             table_rows = warehouse.load_csv(
                 table,
                 path,
                 delimiter=found.get("delimiter") or hook.delimiter,
                 stamps=stamps,
                 labels={"_export_id": str(found.get("id"))},
-                replace_rows_where=window_bounds,
+                replace_rows_where=bounds,
             )
         result = {
             "export_id": found.get("id"),

@@ -18,6 +18,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from reverse_etl.csvfile import window_regex
 from reverse_etl.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class SplioReferralUploadOperator(BaseOperator):
         window = manifest.get("window") or {}
         date = dt.datetime.fromisoformat(window["start"]).strftime("%Y%m%d") if window else "nodate"
         pattern = hook.extra("file_pattern", self.default_pattern)
+        max_lines = hook.extra("max_lines", 200_000, int)
         report: dict[str, Any] = {
             "destination": self.destination,
             "entity": self.entity,
@@ -77,9 +79,8 @@ class SplioReferralUploadOperator(BaseOperator):
         }
         ledger = Ledger(self.destination, self.entity, context["run_id"])
         try:
-            parts = self._build(hook, manifest, report, context)
+            parts = self._build(hook, manifest, report, context, max_lines)
             names = self._names(hook, pattern, date, len(parts))
-            report["to_send"] = report.pop("_rows", 0)
             if not parts:
                 log.info("no changes in the window %s: no file uploaded", window)
             elif dry_run:
@@ -90,16 +91,14 @@ class SplioReferralUploadOperator(BaseOperator):
                     parts[0].parent,
                 )
                 report["dry_run_files"] = [str(p) for p in parts]
+                report["files"] = names
             else:
                 for path, name in zip(parts, names, strict=True):
                     report["bytes"] += hook.upload(str(path), name)
                     log.info("uploaded %s (%d bytes)", name, path.stat().st_size)
                 report["files"] = names
-                report["removed"] = hook.remove_others(_window_regex(pattern, date), set(names))
-                rows_per_part = hook.extra("max_lines", 200_000, int) - 1
-                report["sent"] = self._record_delivery(ledger, manifest, names, rows_per_part)
-            if not parts or dry_run:
-                report["files"] = names if dry_run else []
+                report["removed"] = hook.remove_others(window_regex(pattern, date), set(names))
+                report["sent"] = self._record_delivery(ledger, manifest, names, max_lines - 1)
         except Exception as exc:
             report.update(status="failed", error=f"{type(exc).__name__}: {exc}")
             raise
@@ -117,7 +116,7 @@ class SplioReferralUploadOperator(BaseOperator):
         log.info("%s.%s report: %s", self.destination, self.entity, json.dumps(report, default=str))
         return report
 
-    def _build(self, hook: Any, manifest: dict, report: dict, context: Any) -> list[Path]:
+    def _build(self, hook: Any, manifest: dict, report: dict, context: Any, max_lines: int) -> list[Path]:
         """Stream the valid rows into CSV parts in the staging folder (a local one when staging is remote)."""
         import tempfile
 
@@ -125,7 +124,6 @@ class SplioReferralUploadOperator(BaseOperator):
         from reverse_etl.csvfile import CsvParts
         from reverse_etl.staging import iter_parquet, sync_dir
 
-        report["_rows"] = 0
         if not manifest.get("valid_path") or not manifest.get("valid"):
             return []
         staging = sync_dir(context["dag"].dag_id, context["run_id"], self.entity)
@@ -144,8 +142,8 @@ class SplioReferralUploadOperator(BaseOperator):
                     folder,
                     header=columns,
                     delimiter=hook.extra("delimiter", ";"),
-                    max_lines=hook.extra("max_lines", 200_000, int),
-                    gzipped=str(hook.extras.get("gzip", False)).lower() == "true",
+                    max_lines=max_lines,
+                    gzipped=hook.gzipped,
                 )
             deleted = batch.column("_deleted").to_pylist() if "_deleted" in batch.schema.names else None
             values = [batch.column(c).to_pylist() for c in columns]
@@ -157,7 +155,7 @@ class SplioReferralUploadOperator(BaseOperator):
         if writer is None or not writer.rows:
             return []
         parts = writer.close()
-        report["_rows"] = writer.rows
+        report["to_send"] = writer.rows
         report["folded_line_breaks"] = writer.stats.folded
         report["neutralised_formulas"] = writer.stats.neutralised
         return parts
@@ -169,7 +167,7 @@ class SplioReferralUploadOperator(BaseOperator):
         if not parts:
             return []
         try:
-            return file_names(pattern, date, parts, str(hook.extras.get("gzip", False)).lower() == "true")
+            return file_names(pattern, date, parts, hook.gzipped)
         except (ValueError, KeyError, IndexError) as exc:
             raise ConfigError(
                 f"SFTP connection '{hook.ssh_conn_id}': extra file_pattern {pattern!r} is unusable ({exc}); "
@@ -194,9 +192,3 @@ class SplioReferralUploadOperator(BaseOperator):
             )
             sent += len(keys)
         return sent
-
-
-def _window_regex(pattern: str, date: str):
-    from reverse_etl.csvfile import window_regex
-
-    return window_regex(pattern, date)
