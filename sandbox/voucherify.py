@@ -35,7 +35,7 @@ from sandbox.httpbase import HTTPError, RateState, Request, Response, Router, Sa
 
 SPEC_ENV = "VOUCHERIFY_SPEC_DIR"
 SPEC_FILES = ("customers", "products", "orders", "async-actions")
-DEFAULT_SPEC_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "vendor-specs" / "voucherify"
+DEFAULT_SPEC_DIR = Path(__file__).resolve().parent / "specs" / "voucherify"  # a copy of the official files
 DEFAULT_APP_ID = "sandbox-app-id"
 DEFAULT_APP_TOKEN = "sandbox-app-token"
 BULK_MAX_BYTES = 10_485_760  # "The request can include up to 10 MB of data" (413 above)
@@ -85,7 +85,7 @@ class SpecNotFoundError(FileNotFoundError):
 
 
 def resolve_spec_dir(spec_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Constructor argument, else $VOUCHERIFY_SPEC_DIR, else <repo>/../shared/vendor-specs/voucherify."""
+    """Constructor argument, else $VOUCHERIFY_SPEC_DIR, else sandbox/specs/voucherify (in the repo)."""
     path = Path(spec_dir or os.environ.get(SPEC_ENV) or DEFAULT_SPEC_DIR).expanduser()
     missing = [f"{n}.json" for n in SPEC_FILES if not (path / f"{n}.json").is_file()]
     if not path.is_dir() or missing:
