@@ -77,10 +77,15 @@ class SuiteRunner:
                     f"{sql_file} does not select (it selects {', '.join(columns)})."
                 )
 
-    def failures(self, frame) -> dict[int, list[dict]]:
-        """Row index -> failed expectations (type, column, value) for one chunk."""
+    def failures(self, frame, parameters: dict | None = None) -> dict[int, list[dict]]:
+        """Row index -> failed expectations (type, column, value) for one chunk. ``parameters`` fill the
+        suite's ``{"$PARAMETER": name}`` values (see ``suite_parameters``)."""
         batch = self._batch_definition.get_batch(batch_parameters={"dataframe": frame})
-        result = batch.validate(self.suite, result_format={"result_format": "COMPLETE"})
+        result = batch.validate(
+            self.suite,
+            result_format={"result_format": "COMPLETE"},
+            expectation_parameters=parameters or {},
+        )
         failed: dict[int, list[dict]] = {}
         for item in result.results:
             config = item.expectation_config
@@ -109,6 +114,30 @@ class SuiteRunner:
                     }
                 )
         return failed
+
+
+def suite_parameters(window: dict | None) -> dict[str, str]:
+    """Values a suite can name as ``{"$PARAMETER": ...}``, from the run's window (UTC).
+
+    GX compares a date column only with date text and a timestamp column only with date-time text, so both
+    forms are given: ``window_start`` / ``window_end`` (``2026-11-30T00:00:00``) for timestamps, and
+    ``window_start_date`` / ``window_end_date`` (``2026-11-30``) for dates. Rules such as "an order is not
+    dated after the window" or "a birthdate is not in the future" use them, so a backfill is judged by its
+    own window, not by today.
+    """
+    import datetime as dt
+
+    values: dict[str, str] = {}
+    for name in ("start", "end"):
+        raw = (window or {}).get(name)
+        if not raw:
+            continue
+        moment = dt.datetime.fromisoformat(raw)
+        if moment.tzinfo:
+            moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
+        values[f"window_{name}"] = moment.strftime("%Y-%m-%dT%H:%M:%S")
+        values[f"window_{name}_date"] = moment.strftime("%Y-%m-%d")
+    return values
 
 
 def _jsonable(value: Any) -> Any:
@@ -198,6 +227,7 @@ def validate(
     chunk_rows = chunk_rows or settings.chunk_rows()
     config = load_suite_config(destination, entity)
     runner = SuiteRunner(config.get("name") or f"{destination}.{entity}", config["expectations"])
+    parameters = suite_parameters(extract_manifest.get("window"))
     superseded = superseded_rows(extract_manifest["path"])
     folder = sync_dir(dag_id, run_id, entity)
     ledger = Ledger(destination, entity, run_id)
@@ -211,7 +241,7 @@ def validate(
                 frame = batch.to_pandas()
                 frame.index = range(offset, offset + len(frame))
                 live = frame[~frame["_deleted"].fillna(False).astype(bool)]
-                failures = runner.failures(live) if len(live) else {}
+                failures = runner.failures(live, parameters) if len(live) else {}
                 for position, key in superseded.items():
                     if offset <= position < offset + len(frame):
                         failures.setdefault(position, []).append(
