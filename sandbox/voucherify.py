@@ -40,7 +40,7 @@ DEFAULT_APP_ID = "sandbox-app-id"
 DEFAULT_APP_TOKEN = "sandbox-app-token"
 BULK_MAX_BYTES = 10_485_760  # "The request can include up to 10 MB of data" (413 above)
 ORDERS_IMPORT_MAX = 2000  # "There is a 2000 limit of orders per one request"
-ORDER_ITEMS_MAX = 500  # OrderBase.items: "Array of items applied to the order. It can include up to 500 items."
+ORDER_ITEMS_MAX = 500  # OrderBase.items: "It can include up to 500 items."
 
 # Async action types, checked at start against the AsyncActionBase.type enum of async-actions.json.
 CUSTOMERS_BULK_UPDATE = "CUSTOMERS.BULK_UPDATE"
@@ -677,7 +677,11 @@ class VoucherifySandbox(SandboxServer):
         if self.bulk_validation == "request":
             self._validate(req)
         checked = [
-            (item, self.spec.check(self.spec.items[key], item, f"[{i}]") or self._documented(action_type, item, i))
+            (
+                item,
+                self.spec.check(self.spec.items[key], item, f"[{i}]")
+                or self._documented(action_type, item, i),
+            )
             for i, item in enumerate(req.body)
         ]
         first = next((details for _, details in checked if details), None)
