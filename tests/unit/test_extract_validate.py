@@ -203,3 +203,26 @@ def test_suite_parameters_judge_dates_by_the_run_window_and_blanks_fail():
     later = Window(dt.datetime(2026, 11, 1, tzinfo=dt.UTC), dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
     failed = runner.failures(frame, suite_parameters(later.as_dict()))
     assert {frame.at[i, "_key"] for i in failed} == {"year1", "blank"}
+
+
+def test_a_date_rule_on_a_column_of_another_type_names_the_rule_and_the_fix():
+    import pyarrow as pa
+
+    from reverse_etl.validate import SuiteRunner, suite_parameters
+
+    runner = SuiteRunner(
+        "t",
+        [
+            {
+                "type": "expect_column_values_to_be_between",
+                "kwargs": {
+                    "column": "ordered_at",
+                    "min_value": "1900-01-01",
+                    "max_value": {"$PARAMETER": "window_end"},
+                },
+            }
+        ],
+    )
+    frame = pa.table({"_key": ["a"], "ordered_at": pa.array([dt.datetime(2026, 10, 5)], pa.timestamp("us"))})
+    with pytest.raises(ConfigError, match=r"could not run.*window_end_date"):
+        runner.failures(frame.to_pandas(), suite_parameters(WINDOW.as_dict()))
