@@ -449,3 +449,29 @@ def test_botocore_would_notice_a_changed_body(monkeypatch, tmp_path):
     assert not signature_holds(prepared)  # the signed body hash no longer matches
     prepared.headers["X-Amz-Content-SHA256"] = hashlib.sha256(prepared.body).hexdigest()
     assert not signature_holds(prepared)  # and a recomputed hash no longer matches the signature
+
+
+def test_the_documented_delete_is_signed_for_its_own_region_whatever_the_region_extra(monkeypatch, tmp_path):
+    """api.datatalks.se is signed for the ``region`` extra; the execute-api host names its region
+    (eu-west-1), and API Gateway only accepts a signature scoped to it."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SALESMANAGO_DEFAULT",
+        conn_json(
+            "http",
+            login=ACCESS_KEY,
+            password=SECRET_KEY,
+            extra={"group_key": GROUP_KEY, "region": "us-east-1"},
+        ),
+    )
+    monkeypatch.setenv("RETL_RATE_LIMIT_URL", f"sqlite:///{tmp_path / 'rl.sqlite'}")
+    hook = DataTalksHook()
+    capture = _Capture()
+    hook.get_conn().mount("https://", capture)
+    hook.upsert_contact({"email": "a@example.com"})
+    hook.delete_contact("a@example.com")
+    post, delete = capture.sent
+    assert "/us-east-1/execute-api/" in post.headers["Authorization"] and signature_holds(post, "us-east-1")
+    assert delete.url == DELETE_CONTACT_URL
+    assert "/eu-west-1/execute-api/" in delete.headers["Authorization"] and signature_holds(
+        delete, "eu-west-1"
+    )
