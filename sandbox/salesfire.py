@@ -71,7 +71,8 @@ _EMAIL_RE = re.compile(
 
 VALIDATION_MESSAGE = "The given data was invalid."
 # How update_existing acts on an existing profile.  "documented" (default) follows the page's words:
-# "setting this to true skips the existing profile" - true leaves it unchanged, false updates it.
+# "If you choose to update existing profiles, the system will skip duplicates" - true leaves an existing
+# profile unchanged, false updates it.
 # "true_updates" is the other reading of "update existing profiles (yes/no)": true updates, false skips.
 UPDATE_SEMANTICS = ("documented", "true_updates", "always", "never")
 SIGNATURE_ENCODINGS = ("hex", "base64")
@@ -200,9 +201,8 @@ class SalesfireSandbox(SandboxServer):
       ``update_existing`` must not be null; attribute *values* may be null (documented).
     * Upsert key (INFERRED): per (site, list) the email, else the mobile_number.
       ``email_key_case_insensitive`` - True: ``A@x.com`` and ``a@x.com`` are one customer.
-    * ``update_semantics`` - the page says "setting this to true skips the existing profile" and "if
-      you choose to update existing profiles, the system will skip duplicates": ambiguous against the
-      field's name.  ``"documented"`` (default) follows those words: ``update_existing: true`` leaves an
+    * ``update_semantics`` - the page says "If you choose to update existing profiles, the system will
+      skip duplicates": ambiguous against the field's name and "Option to update existing profiles".  ``"documented"`` (default) follows those words: ``update_existing: true`` leaves an
       existing profile unchanged (a skipped duplicate), false updates it; ``"true_updates"`` is the
       other reading (true merges into the existing profile, false skips it); ``"always"``: every POST
       updates; ``"never"``: an existing profile is never changed.  ``update_existing_default`` - False:

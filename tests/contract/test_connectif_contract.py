@@ -391,3 +391,15 @@ def test_sandbox_refuses_blank_keys_in_imports_and_paths(hook, sandbox):
     assert (done["success"], done["errors"]) == (1, 1)
     report = h.download(done["errorReportFileUrl"]).decode()
     assert "must not be blank" in report
+
+
+def test_only_documented_delimiters_and_file_size(hook):
+    from reverse_etl.errors import ConfigError
+
+    h, sent = hook(import_delimiter="\t")
+    with pytest.raises(ConfigError, match="import_delimiter"):
+        h.create_import("contacts", b"_email\na@example.com\n")
+    h, sent = hook()
+    with pytest.raises(ValueError, match="50000000"):
+        h.create_import("contacts", b"_email\n" + b"a" * 50_000_000)
+    assert sent == []

@@ -338,7 +338,7 @@ def test_unknown_site_or_list_and_other_paths(sb):
 
 # --------------------------------------------------------------------------------------------- upserts
 def test_update_existing_semantics(sb):
-    """Default = the page's words: "setting this to true skips the existing profile"."""
+    """Default = the page's words: with update_existing true "the system will skip duplicates"."""
     first = {"email": "u@example.com", "types": ["MARKETING"], "attributes": {"name": "Old", "city": "Leeds"}}
     assert post(sb, first).status_code == 200
     same_key = {"email": "U@example.com", "types": ["TRANSACTIONAL"], "attributes": {"name": "New"}}

@@ -22,9 +22,9 @@ class SalesfireHook(VendorHttpHook):
     ``update_existing`` = ``false`` (default) | ``true`` | ``{"<list id>": true|false, ...}`` (lists not
     named take ``false``): the ``update_existing`` flag sent with every customer of that list.
 
-    Why ``false`` by default: Salesfire's page says "setting this to true skips the existing profile" (and
-    "if you choose to update existing profiles, the system will skip duplicates"); by those words ``true``
-    leaves a changed customer unchanged, so ``false`` is the value that keeps profiles up to date. The
+    Why ``false`` by default: Salesfire's page says "If you choose to update existing profiles, the system
+    will skip duplicates"; by those words ``true`` skips (leaves unchanged) a customer that already exists,
+    so ``false`` is the value that keeps profiles up to date. The
     wording is ambiguous: a list whose account behaves the other way sets ``true`` for that list.
     """
 
