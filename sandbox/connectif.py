@@ -5,8 +5,8 @@ Why: our Connectif client must be tested against something that behaves like the
 the custom error codes (E0101/E0102/E0103/E0201/E0301/E0401), 100 requests/minute per account with
 ``X-RateLimit-*`` headers and no ``Retry-After``, contact/product upserts, purchases that need their
 contact and products first, multipart CSV imports and exports that run in the background - without
-touching a real account.  Sources: ``/work/shared/vendor-apis.md`` section 3 and the Connectif API
-reference pages it cites (api-docs.connectif.cloud: create-import, import / importlist resources,
+touching a real account.  Sources: the README's Connectif section and the Connectif API
+reference pages (api-docs.connectif.cloud: create-import, import / importlist resources,
 create-export, export / exportlist resources, custom-error-codes, patch-contact, patchsert-product,
 post-purchase).
 
