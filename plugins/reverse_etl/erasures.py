@@ -77,7 +77,7 @@ class Scan:
         }
 
     def batches(self, rows: int) -> Iterator[list[str]]:
-        reader = self._con.execute("SELECT k FROM erased ORDER BY k").fetch_record_batch(rows)
+        reader = self._con.sql("SELECT k FROM erased ORDER BY k").to_arrow_reader(rows)
         for batch in reader:
             yield [str(k) for k in batch.column(0).to_pylist()]
 
