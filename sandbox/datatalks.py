@@ -15,12 +15,23 @@ and answers the way API Gateway and Data Talks do. Sources: ``/work/shared/vendo
 - Body: ``{"data": ..., "group_key": "<key>"}``; an unknown ``group_key``: 400 ``{success: false,
   messages: [...], requestId}``. Contacts and events take one flat object (no nested objects); products
   an array of at most ``max_products`` (UNKNOWN at Data Talks: 100 here).
-- ``POST /v1/contacts`` upserts by email; ``DELETE /v1/contacts`` with ``{data: {email}}`` deletes (404
-  if absent); ``POST /v1/events`` needs ``email`` and ``contactExtEventType`` from the documented enum;
-  ``externalId`` de-duplication is UNKNOWN at Data Talks: here a repeated ``externalId`` is stored again
-  and counted in ``event_duplicates`` (the strict reading: a client must never resend); ``POST
-  /v1/products`` checks the documented required fields and length limits; ``GET
-  /v1/contact_by_email?email=`` returns ``{success, contact}`` (the real shape is UNKNOWN).
+- Paths: exactly the documented ones - ``POST /v1/contacts``, ``POST /v1/events``, ``POST /v1/products``,
+  ``GET /v1/contact_by_email?email=``, ``GET /v1/contact_by_sm_id?sm_id=`` (the page names a lookup by
+  sm_id; this path is INFERRED) and ``DELETE /Production/contacts`` (the page documents the delete only on
+  the execute-api host; the test connection points its ``delete_contact_url`` here). Any other path or
+  method (``DELETE /v1/contacts`` included) answers 403 ``{"message": "Missing Authentication Token"}``,
+  as API Gateway does.
+- ``POST /v1/contacts`` upserts by email (documented String fields only; email not blank, at most 64
+  characters before the @ and 254 in all, SALESmanago's rule) and gives each contact an ``sm_id``; the
+  delete takes ``{data: {email}}`` (404 if absent); ``POST /v1/events`` needs ``email`` and
+  ``contactExtEventType`` from the documented enum, ``value`` a number; ``externalId`` de-duplication is
+  UNKNOWN at Data Talks: here a repeated ``externalId`` is stored again and counted in
+  ``event_duplicates`` (the strict reading: a client must never resend).
+- ``POST /v1/products``: every array item is checked against the documented fields - ``id`` and the other
+  required fields present and not blank, no unknown field (``product_id`` is one), Strings within their
+  lengths, ``price``/``special_price`` numbers, ``stock_available``/``sex`` integers - and every problem
+  is listed in one 400 ``{success: false, messages, requestId}``.
+- Lookups return ``{success, contact}`` (the real shape is UNKNOWN).
 - Rate limit: API Gateway throttling, INFERRED: 429 ``{"message": "Too Many Requests"}`` past ``limit``
   per ``window_seconds``. Faults (5xx, 504, drops, slow answers) as every sandbox has them.
 
@@ -75,8 +86,9 @@ EVENT_FIELDS = (
     "shopDomain",
     *(f"detail{i}" for i in range(1, 11)),
 )
+# POST /v1/products: the documented item fields, their types and limits (the Data Talks integration page).
 PRODUCT_LIMITS = {
-    "product_id": 32,
+    "id": 32,
     "name": 100,
     "description": 1024,
     "category": 255,
@@ -89,7 +101,12 @@ PRODUCT_LIMITS = {
     "color": 40,
     "season": 40,
 }
-PRODUCT_REQUIRED = ("product_id", "name", "description", "category", "brand", "url", "image_url")
+PRODUCT_NUMBERS = ("price", "special_price")  # Decimal
+PRODUCT_INTEGERS = ("stock_available", "sex")  # Integer
+PRODUCT_FIELDS = (*PRODUCT_LIMITS, *PRODUCT_NUMBERS, *PRODUCT_INTEGERS)
+PRODUCT_REQUIRED = ("id", "name", "description", "category", "brand", "url", "image_url")
+DELETE_PATH = "/Production/contacts"  # the documented delete, on the execute-api host
+SM_ID_PATH = "/v1/contact_by_sm_id"  # INFERRED: the page names a lookup by sm_id; this path is our reading
 AUTH_RE = re.compile(
     r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)/aws4_request,\s*"
     r"SignedHeaders=(?P<headers>[^,]+),\s*Signature=(?P<signature>[0-9a-f]{64})$"
@@ -136,7 +153,7 @@ class DataTalksSandbox(SandboxServer):
     ``max_products`` (100)."""
 
     name = "datatalks"
-    api_prefix = "/v1/"
+    api_prefix = "/"  # /v1/... on api.datatalks.se and /Production/contacts (the documented delete)
     throttle_message = "Too Many Requests"
 
     def __init__(
@@ -172,11 +189,13 @@ class DataTalksSandbox(SandboxServer):
 
     # ------------------------------------------------------------------------------------------ hooks
     def register_routes(self, r: Router) -> None:
+        """Exactly the documented paths; API Gateway answers any other path or method with 403."""
         r.add("POST", "/v1/contacts", self._post_contact, json_body=True)
-        r.add("DELETE", "/v1/contacts", self._delete_contact, json_body=True)
+        r.add("DELETE", DELETE_PATH, self._delete_contact, json_body=True)
         r.add("POST", "/v1/events", self._post_event, json_body=True)
         r.add("POST", "/v1/products", self._post_products, json_body=True)
         r.add("GET", "/v1/contact_by_email", self._contact_by_email)
+        r.add("GET", SM_ID_PATH, self._contact_by_sm_id)
 
     def authenticate(self, req: Request) -> bool:
         """SigV4, recomputed from the request with the secret; every failure is API Gateway's 403."""
@@ -330,24 +349,33 @@ class DataTalksSandbox(SandboxServer):
         return data
 
     def _email(self, data: dict[str, Any]) -> str:
+        """SALESmanago's rule: a valid address, at most 64 characters before the @ and 254 in all."""
         email = data.get("email")
-        if not isinstance(email, str) or not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
-            raise self._bad(f"email is required and must be a valid address (got {email!r}).")
+        if not isinstance(email, str) or not email.strip():
+            raise self._bad("email is required and must not be blank.")
+        local = email.partition("@")[0]
+        if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email) or len(local) > 64 or len(email) > 254:
+            raise self._bad(
+                f"email must be a valid address, at most 64 characters before the @ and 254 in all (got {email!r})."
+            )
         return email.lower()
+
+    def _strings(self, data: dict[str, Any], names: Any, where: str = "") -> None:
+        bad = [k for k in names if data.get(k) is not None and not isinstance(data[k], str)]
+        if bad:
+            raise self._bad(*(f"{where}{k}: must be a String (got {type(data[k]).__name__})." for k in bad))
 
     def _post_contact(self, req: Request) -> Response:
         data = self._flat(self._envelope(req), CONTACT_FIELDS)
+        self._strings(data, CONTACT_FIELDS)
         email = self._email(data)
-        bad = [k for k, v in data.items() if v is not None and not isinstance(v, str)]
-        if bad:
-            raise self._bad(f"{', '.join(bad)}: must be strings.")
         with self._lock:
             created = email not in self._contacts
-            stored = self._contacts.setdefault(email, {"_posts": 0})
+            stored = self._contacts.setdefault(email, {"_posts": 0, "sm_id": str(uuid.uuid4())})
             stored.update({k: v for k, v in data.items() if v is not None}, email=email)
             stored["_posts"] += 1
             self._tally["contacts_created" if created else "contacts_updated"] += 1
-        return self._ok(req, datatalksId=uuid.uuid5(uuid.NAMESPACE_URL, email).hex, key=email)
+        return self._ok(req, datatalksId=stored["sm_id"], key=email)
 
     def _delete_contact(self, req: Request) -> Response:
         data = self._flat(self._envelope(req), ("email",))
@@ -360,17 +388,56 @@ class DataTalksSandbox(SandboxServer):
 
     def _post_event(self, req: Request) -> Response:
         data = self._flat(self._envelope(req), EVENT_FIELDS)
+        self._strings(data, [f for f in EVENT_FIELDS if f != "value"])
         email = self._email(data)
         kind = data.get("contactExtEventType")
         if kind not in EVENT_TYPES:
             raise self._bad(f"contactExtEventType must be one of {', '.join(EVENT_TYPES)} (got {kind!r}).")
-        if "value" in data and data["value"] is not None and not isinstance(data["value"], int | float):
-            raise self._bad("value must be a number.")
+        value = data.get("value")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise self._bad("value must be a Float.")
         with self._lock:
             if email not in self._contacts:
-                self._contacts[email] = {"email": email, "_posts": 0, "_from_event": True}
+                self._contacts[email] = {
+                    "email": email,
+                    "_posts": 0,
+                    "_from_event": True,
+                    "sm_id": str(uuid.uuid4()),
+                }
             self._events.append(copy.deepcopy(data))
         return self._ok(req, key=data.get("externalId"))
+
+    def _product_problems(self, i: int, product: Any) -> list[str]:
+        """Everything wrong with one array item, by the documented fields: required, types, lengths."""
+        if not isinstance(product, dict):
+            return [f"data[{i}]: must be an object"]
+        where = f"data[{i}]."
+        problems = [
+            f"{where}{k}: unknown field (not a documented product field)"
+            for k in product
+            if k not in PRODUCT_FIELDS
+        ]
+        for field in PRODUCT_REQUIRED:
+            value = product.get(field)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                problems.append(f"{where}{field}: is required and must not be blank")
+        for field, limit in PRODUCT_LIMITS.items():
+            value = product.get(field)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                problems.append(f"{where}{field}: must be a String (got {type(value).__name__})")
+            elif len(value) > limit:
+                problems.append(f"{where}{field}: longer than {limit} characters")
+        for field in PRODUCT_NUMBERS:
+            value = product.get(field)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                problems.append(f"{where}{field}: must be a Decimal number (got {value!r})")
+        for field in PRODUCT_INTEGERS:
+            value = product.get(field)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                problems.append(f"{where}{field}: must be an Integer (got {value!r})")
+        return problems
 
     def _post_products(self, req: Request) -> Response:
         data = self._envelope(req)
@@ -378,23 +445,12 @@ class DataTalksSandbox(SandboxServer):
             raise self._bad("data must be a non-empty array of products.")
         if len(data) > self.options["max_products"]:
             raise self._bad(f"At most {self.options['max_products']} products per request (got {len(data)}).")
-        problems = []
-        for i, product in enumerate(data):
-            if not isinstance(product, dict):
-                problems.append(f"data[{i}]: must be an object")
-                continue
-            for field in PRODUCT_REQUIRED:
-                if product.get(field) in (None, ""):
-                    problems.append(f"data[{i}].{field}: is required")
-            for field, limit in PRODUCT_LIMITS.items():
-                value = product.get(field)
-                if isinstance(value, str) and len(value) > limit:
-                    problems.append(f"data[{i}].{field}: longer than {limit} characters")
+        problems = [p for i, product in enumerate(data) for p in self._product_problems(i, product)]
         if problems:
             raise self._bad(*problems)
         with self._lock:
             for product in data:
-                self._products[str(product["product_id"])] = copy.deepcopy(product)
+                self._products[product["id"]] = copy.deepcopy(product)
         return self._ok(req)
 
     def _contact_by_email(self, req: Request) -> Response:
@@ -405,6 +461,19 @@ class DataTalksSandbox(SandboxServer):
             contact = copy.deepcopy(self._contacts.get(email))
         if contact is None:
             raise HTTPError(404, messages=[f"Contact {email} not found."])
+        contact.pop("_posts", None)
+        return self._ok(req, contact=contact)
+
+    def _contact_by_sm_id(self, req: Request) -> Response:
+        sm_id = req.query.get("sm_id") or ""
+        if not sm_id.strip():
+            raise self._bad("sm_id is required.")
+        with self._lock:
+            contact = next(
+                (copy.deepcopy(c) for c in self._contacts.values() if c.get("sm_id") == sm_id), None
+            )
+        if contact is None:
+            raise HTTPError(404, messages=[f"Contact with sm_id {sm_id} not found."])
         contact.pop("_posts", None)
         return self._ok(req, contact=contact)
 

@@ -95,14 +95,20 @@ def connections_env(
             extra={"requests_per_minute": 100, **(connectif_extra or {})},
         )
     if salesmanago_url:
-        from sandbox.datatalks import ACCESS_KEY, GROUP_KEY, SECRET_KEY
+        from sandbox.datatalks import ACCESS_KEY, DELETE_PATH, GROUP_KEY, SECRET_KEY
 
+        # The documented delete lives on another host (execute-api): here the sandbox serves it too.
         env["AIRFLOW_CONN_SALESMANAGO_DEFAULT"] = conn_json(
             "http",
             host=salesmanago_url,
             login=ACCESS_KEY,
             password=SECRET_KEY,
-            extra={"group_key": GROUP_KEY, "requests_per_minute": 100, **(salesmanago_extra or {})},
+            extra={
+                "group_key": GROUP_KEY,
+                "delete_contact_url": salesmanago_url.rstrip("/") + DELETE_PATH,
+                "requests_per_minute": 100,
+                **(salesmanago_extra or {}),
+            },
         )
     if splio_sftp:  # {"host", "port", "login", "extra"} as SFTPSandbox gives them
         env["AIRFLOW_CONN_SPLIO_REFERRAL_DEFAULT"] = conn_json("sftp", **splio_sftp)

@@ -42,14 +42,14 @@ Tables (every table has ``updated_at TIMESTAMP NOT NULL`` and a nullable soft-de
   record_key is the table's key as text (a duplicated key is listed once).
 
 Time: ``updated_at`` is uniform over [anchor - 30 days, anchor); ``created_at`` and
-``ordered_at`` are never after ``updated_at``. About 1% of customers, products, orders and
+``ordered_at`` are never after ``updated_at`` (but for the ``future_order_date`` defect). About 1% of customers, products, orders and
 referral contacts (0.5% of coupons, 0.2% of events) are soft-deleted with
 ``deleted_at = updated_at``. A one-day window therefore holds about 1/30 of every table.
 
 Non-Latin text (Cyrillic for UA, Greek for GR, Chinese for CN, Japanese for JP) and
 apostrophes in names (O'Brien) are valid data, not defects.
 
-Injected defects (about 3% of customers, 4% of products, 0.5% of orders, 3% of referral
+Injected defects (about 3.6% of customers, 4.6% of products, 0.7% of orders, 3.5% of referral
 contacts; every kind has at least 2 rows per 100,000-customer chunk). A row carries at most
 one defect and is never soft-deleted:
 
@@ -67,6 +67,13 @@ one defect and is never soft-deleted:
   referral_contacts.last_name.
 - ``embedded_quote``: a double quote and a semicolon in customers.last_name.
 - ``negative_price``: products.price_cents < 0.
+- ``blank_email``: customers.email of spaces or a tab (present, but blank).
+- ``implausible_birthdate``: customers.birth_date of 0001-01-01, 9999-12-31, 1850-06-15 or 2099-01-01.
+- ``overlong_address``: customers.address_line2 of 10,000 characters.
+- ``blank_required``: products.description or brand of '' or spaces.
+- ``future_order_date``: orders.ordered_at 90 days after the anchor, so after
+  ``updated_at`` and after any window that holds the order.
+- ``blank_name``: referral_contacts.first_name or last_name of '' or spaces.
 
 Orders, order lines and events reference only products without a defect in price or id.
 """
@@ -153,6 +160,9 @@ CUSTOMER_DEFECTS = {
     "overlong_field": 0.003,
     "embedded_newline": 0.004,
     "embedded_quote": 0.003,
+    "blank_email": 0.002,
+    "implausible_birthdate": 0.002,
+    "overlong_address": 0.002,
 }
 PRODUCT_DEFECTS = {  # overlong_name and overlong_id are both recorded as overlong_field
     "negative_price": 0.01,
@@ -160,15 +170,22 @@ PRODUCT_DEFECTS = {  # overlong_name and overlong_id are both recorded as overlo
     "overlong_id": 0.004,
     "embedded_newline": 0.01,
     "duplicate_key": 0.01,
+    "blank_required": 0.006,
 }
-ORDER_DEFECTS = {"lowercase_enum": 0.005}
+ORDER_DEFECTS = {"lowercase_enum": 0.005, "future_order_date": 0.002}
 REFERRAL_DEFECTS = {
     "invalid_email": 0.01,
     "missing_email": 0.01,
     "duplicate_key": 0.005,
     "embedded_newline": 0.005,
+    "blank_name": 0.005,
 }
 _MIN_DEFECT_ROWS = 2
+
+# Birthdates no person can have: year 1, the largest date, before 1900, far in the future.
+_IMPLAUSIBLE_BIRTHDATES = (date(1, 1, 1), date(9999, 12, 31), date(1850, 6, 15), date(2099, 1, 1))
+_BLANKS = ("", "   ", "\t")
+FUTURE_ORDER_DAYS = 90  # a future_order_date order is dated this many days after the anchor
 
 _STREAMS = ("customers", "products", "orders", "events", "coupon_sets", "referrals", "salt")
 
@@ -961,6 +978,17 @@ def _customer_defects(
     idx = roles["embedded_quote"]
     firsts = columns["first_name"].take(pa.array(idx)).to_pylist()
     rewrite("last_name", idx, lambda values: [f'{v}; "{f}"' for v, f in zip(values, firsts, strict=True)])
+    rewrite("email", roles["blank_email"], lambda values: [_BLANKS[i % 2 + 1] for i in range(len(values))])
+    rewrite(
+        "birth_date",
+        roles["implausible_birthdate"],
+        lambda values: [_IMPLAUSIBLE_BIRTHDATES[i % 4] for i in range(len(values))],
+    )
+    rewrite(
+        "address_line2",
+        roles["overlong_address"],
+        lambda values: [(f"{v or 'Flat 1'}, " * 2000)[:10_000] for v in values],
+    )
 
 
 @dataclass
@@ -1057,6 +1085,10 @@ def _products(out: _Writer, seed: int, n: int, anchor_us: int) -> _Catalog:
     rewrite("product_id", idx, long_ids)
     idx = roles["embedded_newline"]
     rewrite("description", idx, [f"{d}\nSize guide:\n- fits true to size" for d in rows("description", idx)])
+    idx = roles["blank_required"]
+    which = np.arange(len(idx)) % 2 == 0
+    rewrite("description", idx[which], [_BLANKS[i % 2] for i in range(int(which.sum()))])
+    rewrite("brand", idx[~which], [_BLANKS[i % 2] for i in range(int((~which).sum()))])
     dup = roles["duplicate_key"]
     columns = _append_duplicates(
         columns,
@@ -1112,6 +1144,8 @@ def _orders_chunk(
     window = _Window.draw(rng, n, anchor_us, roles)
     age = rng.exponential(3 * DAY_US, n).astype(np.int64)
     ordered = np.minimum(np.maximum(window.updated - age, customers.created[buyer]), window.updated)
+    ordered_at = ordered.copy()
+    ordered_at[roles["future_order_date"]] = anchor_us + FUTURE_ORDER_DAYS * DAY_US
     order_id = _numbered("O", 2 * first_index + np.arange(1, n + 1), 7)
     currency = customers.currency.take(pa.array(buyer))
     fx = customers.fx_per_eur[buyer]
@@ -1147,12 +1181,13 @@ def _orders_chunk(
             "total_cents": pa.array(subtotal - discount),
             "discount_cents": pa.array(discount),
             "coupon_code": _nulls_where(codes, ~discounted),
-            "ordered_at": _timestamps(ordered),
+            "ordered_at": _timestamps(ordered_at),
             "created_at": _timestamps(ordered),
             **stamps,
         },
     )
-    out.defects("orders", order_id.take(pa.array(idx)), "lowercase_enum")
+    for defect in ORDER_DEFECTS:
+        out.defects("orders", order_id.take(pa.array(roles[defect])), defect)
     line_index = pa.array(line_order)
     out.append(
         "order_items",
@@ -1337,6 +1372,9 @@ def _referrals_chunk(
     columns["email"] = _patch(columns["email"], idx, [None] * len(idx))
     idx = roles["embedded_newline"]
     columns["last_name"] = _patch(columns["last_name"], idx, [f"{v}\n{v}" for v in rows("last_name", idx)])
+    idx = roles["blank_name"]
+    for column, part in (("first_name", idx[::2]), ("last_name", idx[1::2])):
+        columns[column] = _patch(columns[column], part, [_BLANKS[i % 2] for i in range(len(part))])
     dup = roles["duplicate_key"]
     columns = _append_duplicates(
         columns,

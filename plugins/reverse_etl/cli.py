@@ -4,6 +4,7 @@
     python -m reverse_etl.cli --state postgresql://user@host/db runs voucherify_sync
     python -m reverse_etl.cli failed voucherify orders          # uses the Airflow connection retl_state
     python -m reverse_etl.cli salesmanago-contact ann@example.com  # what SALESmanago holds (Data Talks)
+    python -m reverse_etl.cli salesmanago-contact --sm-id 5b1c...  # the same by SALESmanago's contact id
 
 ``--state`` takes a SQLite file or a SQLAlchemy URL; without it the ``retl_state`` Airflow connection is used.
 """
@@ -37,13 +38,17 @@ def main(argv: list[str] | None = None) -> int:
     failed.add_argument("entity")
     failed.add_argument("--limit", type=int, default=50)
     contact = sub.add_parser(
-        "salesmanago-contact", help="what SALESmanago holds for an email (GET /v1/contact_by_email)"
+        "salesmanago-contact",
+        help="what SALESmanago holds for an email (GET /v1/contact_by_email) or an sm_id (--sm-id)",
     )
-    contact.add_argument("email")
+    contact.add_argument("email", nargs="?")
+    contact.add_argument("--sm-id", help="SALESmanago's contact id (GET /v1/contact_by_sm_id, path inferred)")
     contact.add_argument("--conn-id", default="salesmanago_default")
     args = parser.parse_args(argv)
     if args.command == "salesmanago-contact":
-        return salesmanago_contact(args.email, args.conn_id, _url(args.state))
+        if bool(args.email) == bool(args.sm_id):
+            parser.error("salesmanago-contact takes an EMAIL or --sm-id ID (one of them)")
+        return salesmanago_contact(args.email, args.conn_id, _url(args.state), sm_id=args.sm_id)
 
     from sqlalchemy import select
 
@@ -108,24 +113,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def salesmanago_contact(email: str, conn_id: str, url: str | None) -> int:
-    """Did this customer arrive? SALESmanago's answer next to the ledger's."""
+def salesmanago_contact(email: str | None, conn_id: str, url: str | None, sm_id: str | None = None) -> int:
+    """Did this customer arrive? SALESmanago's answer (by email, or by sm_id) next to the ledger's."""
     from reverse_etl.errors import SyncError
     from reverse_etl.hooks.datatalks import DataTalksHook
     from reverse_etl.ledger import record_history, state_store_url
 
     try:
-        found = DataTalksHook(conn_id).contact_by_email(email)
+        hook = DataTalksHook(conn_id)
+        found = hook.contact_by_sm_id(sm_id) if sm_id else hook.contact_by_email(email or "")
     except SyncError as exc:
         print(f"cannot ask Data Talks: {exc}", file=sys.stderr)
         return 2
-    history = record_history("salesmanago", "contacts", email.lower(), url=url or state_store_url())
-    current = history["current"]
-    print(
-        json.dumps(
-            {"email": email, "at_salesmanago": found, "ledger": current}, default=str, ensure_ascii=False
-        )
-    )
+    if sm_id and found:  # the ledger is keyed by email: take it from SALESmanago's answer
+        email = (found.get("contact") or {}).get("email") or email
+    current = None
+    if email:
+        history = record_history("salesmanago", "contacts", email.lower(), url=url or state_store_url())
+        current = history["current"]
+    answer = {"email": email, "sm_id": sm_id, "at_salesmanago": found, "ledger": current}
+    print(json.dumps(answer, default=str, ensure_ascii=False))
     return 0 if found else 1
 
 

@@ -89,18 +89,23 @@ class SuiteRunner:
         failed: dict[int, list[dict]] = {}
         for item in result.results:
             config = item.expectation_config
-            if item.exception_info and item.exception_info.get("raised_exception"):
+            message = _raised(item.exception_info)
+            if message:
                 raise ConfigError(
-                    f"Suite '{self.name}': {config.type}({config.kwargs}) could not run: "
-                    f"{item.exception_info.get('exception_message')}"
+                    f"Suite '{self.name}': {config.type}({config.kwargs}) could not run: {message} "
+                    "(a $PARAMETER compared with a column of another type? DATE columns take "
+                    "window_end_date, TIMESTAMP columns window_end)"
+                    if "compare" in message
+                    else f"Suite '{self.name}': {config.type}({config.kwargs}) could not run: {message}"
                 )
             if item.success:
                 continue
             indexes = item.result.get("unexpected_index_list")
             if indexes is None:
                 raise ConfigError(
-                    f"Suite '{self.name}': {config.type} failed on the whole chunk; only row-level (column map) "
-                    "expectations can quarantine rows."
+                    f"Suite '{self.name}': {config.type}({config.kwargs}) failed on the whole chunk; only "
+                    "row-level (column map) expectations can quarantine rows (a date rule whose bounds are "
+                    "date-time text on a DATE column, or date text on a TIMESTAMP column, also ends here)."
                 )
             column = config.kwargs.get("column") or config.kwargs.get("column_list")
             for index in indexes:
@@ -114,6 +119,18 @@ class SuiteRunner:
                     }
                 )
         return failed
+
+
+def _raised(info: dict | None) -> str | None:
+    """The exception message of a GX result, if it raised: GX nests it per metric when a metric fails."""
+    if not info:
+        return None
+    if info.get("raised_exception"):
+        return str(info.get("exception_message"))
+    for value in info.values():
+        if isinstance(value, dict) and value.get("raised_exception"):
+            return str(value.get("exception_message"))
+    return None
 
 
 def suite_parameters(window: dict | None) -> dict[str, str]:

@@ -12,7 +12,7 @@ import duckdb
 import pytest
 
 from reverse_etl.ledger import record_history
-from sandbox.datatalks import GROUP_KEY, DataTalksSandbox
+from sandbox.datatalks import DELETE_PATH, GROUP_KEY, PRODUCT_FIELDS, PRODUCT_REQUIRED, DataTalksSandbox
 from tests.e2e.harness import LIMIT, WINDOW_SECONDS, Harness, run_env, wait_for
 from tests.e2e.test_voucherify_e2e import quarantined
 
@@ -28,6 +28,25 @@ def warehouse_copy(warehouse, tmp_path):
     path = tmp_path / "warehouse.duckdb"
     shutil.copy(warehouse, path)
     return path
+
+
+def defects(warehouse, table: str, *kinds: str) -> dict[str, str]:
+    """record_key -> defect, for the injected defects of these kinds (from dq_injected_defects)."""
+    con = duckdb.connect(str(warehouse), read_only=True)
+    rows = con.execute(
+        "SELECT record_key, defect FROM dq_injected_defects WHERE table_name = ? AND defect IN "
+        "(SELECT unnest(?::VARCHAR[]))",
+        [table, list(kinds)],
+    ).fetchall()
+    con.close()
+    return dict(rows)
+
+
+def in_window(warehouse, sql: str, window: tuple[str, str]) -> set[str]:
+    con = duckdb.connect(str(warehouse), read_only=True)
+    keys = {str(r[0]) for r in con.execute(sql, list(window)).fetchall()}
+    con.close()
+    return keys
 
 
 @pytest.fixture
@@ -70,6 +89,28 @@ def test_everything_once_with_its_fields_then_a_rerun_sends_nothing(salesmanago,
         checked += 1
     assert checked > 30
 
+    # Customers whose email is blank or invalid are quarantined by rule, never sent (dq_injected_defects).
+    bad = defects(warehouse_copy, "customers", "blank_email", "invalid_email")
+    con = duckdb.connect(str(warehouse_copy), read_only=True)
+    bad_emails = con.execute(
+        "SELECT lower(email), CAST(customer_id AS VARCHAR) FROM customers WHERE updated_at >= ?::TIMESTAMP "
+        "AND updated_at < ?::TIMESTAMP AND deleted_at IS NULL AND CAST(customer_id AS VARCHAR) IN "
+        "(SELECT unnest(?::VARCHAR[]))",
+        [*DAY, list(bad)],
+    ).fetchall()
+    con.close()
+    contacts_q = quarantined(reports["contacts"]) if reports["contacts"]["rejected"] else {}
+    for email, customer_id in bad_emails:
+        assert email not in store["contacts"] and email in contacts_q
+        rules = {f["rule"] for f in contacts_q[email]["failures"]}
+        expected = (
+            "email is required and must not be blank"
+            if bad[customer_id] == "blank_email"
+            else "email (the contact's key at SALESmanago) must be a valid address"
+        )
+        assert expected in rules or "superseded" in contacts_q[email]["reason"]
+    assert all(" " not in e and e.count("@") == 1 for e in store["contacts"])
+
     events = reports["events"]
     ids = Counter(e["externalId"] for e in store["events"])
     assert events["sent"] == len(ids) == len(store["events"]) > 100 and store["event_duplicates"] == 0
@@ -80,16 +121,50 @@ def test_everything_once_with_its_fields_then_a_rerun_sends_nothing(salesmanago,
     assert len(salesmanago.sandbox.requests) == before
     assert all(again["reports"][e]["sent"] == 0 for e in ("contacts", "products", "events"))
 
-    # The whole month of products: arrays, and overlong fields quarantined with the field named.
+    # Events of orders dated after the window end are quarantined with the plausibility rule.
+    future = in_window(
+        warehouse_copy,
+        "SELECT o.order_id FROM orders o JOIN customers c ON c.customer_id = o.customer_id "
+        "AND c.deleted_at IS NULL WHERE o.updated_at >= ?::TIMESTAMP AND o.updated_at < ?::TIMESTAMP "
+        "AND o.ordered_at > ?::TIMESTAMP AND upper(o.status) IN ('PAID', 'FULFILLED', 'CANCELED')",
+        (*DAY, DAY[1]),
+    )
+    events_q = quarantined(events) if future else {}
+    for order_id in future:
+        key = next(k for k in events_q if k.startswith(f"order-{order_id}-"))
+        assert any("not after the window end" in (f["rule"] or "") for f in events_q[key]["failures"])
+        assert not any(e["externalId"] == key for e in store["events"])
+
+    # The whole month of products: documented items only, arrays, and bad rows quarantined by rule.
     products = salesmanago.run({"entities": ["products"]}, window=MONTH)["reports"]["products"]
     store = salesmanago.sandbox.store
     q = quarantined(products)
     assert products["rejected"] == len(q) > 0 and all(line["failures"][0]["rule"] for line in q.values())
     overlong = [line for line in q.values() if "at most" in line["reason"]]
-    assert overlong and all(("name" in line["reason"] or "product_id" in line["reason"]) for line in overlong)
+    assert overlong and all(("name" in line["reason"] or "id" in line["reason"]) for line in overlong)
     refused = {k for k, line in q.items() if "superseded" not in line["reason"]}  # a newer row of a
     assert refused and not refused & set(store["products"])  # superseded key is sent, as it should
     assert len(store["products"]) == products["sent"] + products["unchanged_skipped"]
+    for item in store["products"].values():  # only documented fields, required ones not blank, typed
+        assert set(item) <= set(PRODUCT_FIELDS) and all(str(item[f]).strip() for f in PRODUCT_REQUIRED)
+        assert isinstance(item["price"], float | int) and isinstance(item["stock_available"], int)
+    month_products = in_window(
+        warehouse_copy,
+        "SELECT product_id FROM products WHERE updated_at >= ?::TIMESTAMP AND updated_at < ?::TIMESTAMP "
+        "AND deleted_at IS NULL",
+        MONTH,
+    )
+    bad = {
+        k: d
+        for k, d in defects(
+            warehouse_copy, "products", "overlong_field", "negative_price", "blank_required"
+        ).items()
+        if k in month_products
+    }
+    assert bad and not set(bad) & set(store["products"])  # every bad product of the month was held back
+    assert all(k in refused for k in bad)
+    blank = [k for k, d in bad.items() if d == "blank_required"]
+    assert all("is required and must not be blank" in q[k]["reason"] for k in blank)
     posts = salesmanago.sent("POST", "/v1/products")
     assert max(len(r["body"]["data"]) for r in posts) > 50  # arrays, not one by one
 
@@ -122,7 +197,7 @@ def test_changed_events_are_not_sent_again_and_deletes_touch_only_our_contacts(s
     events_before = len(salesmanago.sandbox.store["events"])
 
     result = salesmanago.run({"entities": ["contacts", "events"]}, window=NEXT)
-    deletes = [r["body"]["data"]["email"] for r in salesmanago.sent("DELETE", "/v1/contacts")]
+    deletes = [r["body"]["data"]["email"] for r in salesmanago.sent("DELETE", DELETE_PATH)]
     assert sorted(deletes) == ours and result["reports"]["contacts"]["deleted"] == 3
     assert stranger in salesmanago.sandbox.store["contacts"]  # never sent by us: left alone
     assert result["reports"]["contacts"]["deletes_skipped"] >= 1
@@ -159,3 +234,9 @@ def test_faults_dry_run_kill_and_the_contact_lookup(salesmanago):
         [*cli, "nobody@example.com"], env=salesmanago.env, capture_output=True, text=True, timeout=120
     )
     assert missing.returncode == 1 and '"at_salesmanago": null' in missing.stdout
+    sm_id = answer["at_salesmanago"]["contact"]["sm_id"]
+    by_id = subprocess.run(
+        [*cli, "--sm-id", sm_id], env=salesmanago.env, capture_output=True, text=True, timeout=120
+    )
+    found = json.loads(by_id.stdout.strip().splitlines()[-1])
+    assert by_id.returncode == 0 and found["email"] == email and found["ledger"]["status"] == "delivered"

@@ -146,3 +146,83 @@ def test_staging_prune_removes_only_old_run_folders(monkeypatch, tmp_path):
     assert prune("dag", keep_days=14) == ["old"]
     assert sorted(p.name for p in (tmp_path / "staging" / "dag").iterdir()) == ["recent"]
     assert prune("dag", keep_days=0) == []  # 0 keeps everything
+
+
+def test_suite_parameters_judge_dates_by_the_run_window_and_blanks_fail():
+    """A birthdate after the window end, before 1900 or absurd fails; so does a blank required value.
+    The window, not today, is the yardstick: the same row passes in a later window."""
+    import pyarrow as pa
+
+    from reverse_etl.validate import SuiteRunner, suite_parameters
+
+    runner = SuiteRunner(
+        "t",
+        [
+            {
+                "type": "expect_column_values_to_be_between",
+                "kwargs": {
+                    "column": "birthdate",
+                    "min_value": "1900-01-01",
+                    "max_value": {"$PARAMETER": "window_end_date"},
+                },
+            },
+            {
+                "type": "expect_column_values_to_be_between",
+                "kwargs": {"column": "ordered_at", "max_value": {"$PARAMETER": "window_end"}},
+            },
+            {"type": "expect_column_values_to_match_regex", "kwargs": {"column": "name", "regex": r"\S"}},
+        ],
+    )
+    frame = pa.table(
+        {
+            "_key": ["ok", "year1", "future", "blank", "late"],
+            "birthdate": pa.array(
+                [dt.date(1990, 5, 1), dt.date(1, 1, 1), dt.date(2026, 11, 2), dt.date(1980, 1, 1), None]
+            ),
+            "ordered_at": pa.array(
+                [dt.datetime(2026, 10, 5), None, None, None, dt.datetime(2026, 11, 3)], pa.timestamp("us")
+            ),
+            "name": ["Ann", "Bo", "Cy", " \t", "Di"],
+        }
+    ).to_pandas()
+    window = WINDOW.as_dict()
+    assert suite_parameters(window) == {
+        "window_start": "2026-10-01T00:00:00",
+        "window_start_date": "2026-10-01",
+        "window_end": "2026-11-01T00:00:00",
+        "window_end_date": "2026-11-01",
+    }
+    failed = runner.failures(frame, suite_parameters(window))
+    by_key = {frame.at[i, "_key"]: {f["column"] for f in fs} for i, fs in failed.items()}
+    assert by_key == {
+        "year1": {"birthdate"},
+        "future": {"birthdate"},
+        "blank": {"name"},
+        "late": {"ordered_at"},
+    }
+    later = Window(dt.datetime(2026, 11, 1, tzinfo=dt.UTC), dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+    failed = runner.failures(frame, suite_parameters(later.as_dict()))
+    assert {frame.at[i, "_key"] for i in failed} == {"year1", "blank"}
+
+
+def test_a_date_rule_on_a_column_of_another_type_names_the_rule_and_the_fix():
+    import pyarrow as pa
+
+    from reverse_etl.validate import SuiteRunner, suite_parameters
+
+    runner = SuiteRunner(
+        "t",
+        [
+            {
+                "type": "expect_column_values_to_be_between",
+                "kwargs": {
+                    "column": "ordered_at",
+                    "min_value": "1900-01-01",
+                    "max_value": {"$PARAMETER": "window_end"},
+                },
+            }
+        ],
+    )
+    frame = pa.table({"_key": ["a"], "ordered_at": pa.array([dt.datetime(2026, 10, 5)], pa.timestamp("us"))})
+    with pytest.raises(ConfigError, match=r"could not run.*window_end_date"):
+        runner.failures(frame.to_pandas(), suite_parameters(WINDOW.as_dict()))

@@ -37,19 +37,24 @@ DEFECTS = {
         "overlong_field": "length(first_name) >= 300 OR length(last_name) >= 300",
         "embedded_newline": "contains(address_line1, chr(10))",
         "embedded_quote": "contains(last_name, '\"') AND contains(last_name, ';')",
+        "blank_email": "email IS NOT NULL AND trim(email, ' ' || chr(9)) = ''",
+        "implausible_birthdate": "birth_date < DATE '1900-01-01' OR birth_date > DATE '2026-11-01'",
+        "overlong_address": "length(address_line2) >= 10000",
     },
     "products": {
         "negative_price": "price_cents < 0",
         "overlong_field": "length(name) > 120 OR length(product_id) > 32",
         "embedded_newline": "contains(description, chr(10))",
         "duplicate_key": "{key} IN (SELECT {key} FROM {table} GROUP BY ALL HAVING count(*) > 1)",
+        "blank_required": "trim(description) = '' OR trim(brand) = ''",
     },
-    "orders": {"lowercase_enum": "status <> upper(status)"},
+    "orders": {"lowercase_enum": "status <> upper(status)", "future_order_date": "ordered_at > updated_at"},
     "referral_contacts": {
         "invalid_email": f"email IS NOT NULL AND NOT regexp_full_match(email, '{VALID_EMAIL}')",
         "missing_email": "email IS NULL",
         "duplicate_key": "{key} IN (SELECT {key} FROM {table} GROUP BY ALL HAVING count(*) > 1)",
         "embedded_newline": "contains(last_name, chr(10))",
+        "blank_name": "trim(first_name) = '' OR trim(last_name) = ''",
     },
 }
 
@@ -132,7 +137,10 @@ def test_updated_at_spans_thirty_days_before_the_anchor(warehouse):
         assert 0.005 < share < 0.02, table
     for table in ("customers", "products", "coupons", "referral_contacts", "orders"):
         assert _scalar(warehouse, f"SELECT count(*) FROM {table} WHERE created_at > updated_at") == 0, table
-    assert _scalar(warehouse, "SELECT count(*) FROM orders WHERE ordered_at > updated_at") == 0
+    future = "order_id IN (SELECT record_key FROM dq_injected_defects WHERE defect = 'future_order_date')"
+    assert (
+        _scalar(warehouse, f"SELECT count(*) FROM orders WHERE ordered_at > updated_at AND NOT {future}") == 0
+    )
     assert _scalar(warehouse, "SELECT count(*) FROM events WHERE occurred_at > updated_at") == 0
 
 
@@ -215,7 +223,7 @@ def test_every_defect_kind_is_listed_and_present(warehouse):
     assert set(listed) == expected
     assert min(listed.values()) >= 2
     customer_share = sum(c for (t, _), c in listed.items() if t == "customers") / 2000
-    assert 0.025 <= customer_share <= 0.035
+    assert 0.03 <= customer_share <= 0.04
     assert (
         _scalar(
             warehouse, "SELECT count(*) - count(DISTINCT (table_name, record_key)) FROM dq_injected_defects"

@@ -1,7 +1,8 @@
 -- SALESmanago external events: behavioural events and orders that changed in the window, one event each.
 -- externalId is the ledger key: an event goes once (Data Talks' de-duplication of externalId is unknown).
 -- An order gives a PURCHASE when paid or fulfilled and a CANCELLED when cancelled: two distinct events.
--- contactExtEventType must be one of the documented values (checked by the suite).
+-- contactExtEventType must be one of the documented values (checked by the suite). detail2 carries when the
+-- event happened; _occurred_at (typed, never sent) lets the suite refuse a date after the window end.
 WITH order_products AS (  -- the window's orders' product ids, in line order
     SELECT i.order_id, STRING_AGG(i.product_id, ',' ORDER BY i.line_no) AS products
     FROM order_items i
@@ -26,7 +27,8 @@ SELECT
     CAST(e.value_cents AS DOUBLE PRECISION) / 100 AS value,
     'shop.example.com'                           AS "shopDomain",
     e.session_id                                 AS detail1,
-    CAST(e.occurred_at AS VARCHAR)               AS detail2
+    CAST(e.occurred_at AS VARCHAR)               AS detail2,
+    e.occurred_at                                AS _occurred_at
 FROM events e
 JOIN customers c ON c.customer_id = e.customer_id AND c.deleted_at IS NULL
 WHERE e.updated_at >= TIMESTAMP '{{ window_start }}'
@@ -45,7 +47,8 @@ SELECT
     CAST(o.total_cents AS DOUBLE PRECISION) / 100 AS value,
     'shop.example.com'                           AS "shopDomain",
     o.currency                                   AS detail1,
-    CAST(o.ordered_at AS VARCHAR)                AS detail2
+    CAST(o.ordered_at AS VARCHAR)                AS detail2,
+    o.ordered_at                                 AS _occurred_at
 FROM orders o
 JOIN customers c ON c.customer_id = o.customer_id AND c.deleted_at IS NULL
 LEFT JOIN order_products op ON op.order_id = o.order_id

@@ -1,10 +1,14 @@
--- SALESmanago products (through Data Talks) changed in the window, sent as arrays; the documented
--- required fields and length limits are in the expectation suite (an overlong field quarantines the row).
+-- SALESmanago products (through Data Talks) changed in the window, sent as arrays of documented product
+-- items: `id` (String 32, required), the required name/description/category/brand/url/image_url, and the
+-- typed `price` (Decimal) and `stock_available` (Integer). The required fields, non-blank rules and length
+-- limits are in the expectation suite (a blank or overlong field quarantines the row with the rule named).
+-- Not sent: `special_price` (the warehouse has no discounted price), `sex` (no such column); NULL columns
+-- are left out of the payload.
 SELECT
     product_id                                   AS _key,
     deleted_at IS NOT NULL                       AS _deleted,
     updated_at                                   AS _updated_at,
-    product_id                                   AS product_id,
+    product_id                                   AS id,
     name                                         AS name,
     description                                  AS description,
     category                                     AS category,
@@ -15,7 +19,8 @@ SELECT
     color                                        AS color,
     season                                       AS season,
     sku                                          AS detail1,
-    CAST(CAST(price_cents AS DOUBLE PRECISION) / 100 AS VARCHAR) AS detail2
+    CAST(price_cents / 100.0 AS DECIMAL(12, 2))  AS price,
+    CAST(stock_units AS INTEGER)                 AS stock_available
 FROM products
 WHERE updated_at >= TIMESTAMP '{{ window_start }}'
   AND updated_at <  TIMESTAMP '{{ window_end }}'

@@ -1,21 +1,28 @@
 """SALESmanago through Data Talks' integration API (``https://api.datatalks.se/v1``): requests are signed
 with AWS Signature Version 4 (service ``execute-api``) by requests-aws4auth, and every body carries the
-``group_key`` that selects the SALESmanago account."""
+``group_key`` that selects the SALESmanago account. The contact delete is documented only on the
+execute-api host (``DELETE .../Production/contacts``), so its URL is a connection setting of its own."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from reverse_etl.errors import ConfigError
 from reverse_etl.hooks.base import VendorHttpHook
+
+DELETE_CONTACT_URL = "https://htpfdjhk3h.execute-api.eu-west-1.amazonaws.com/Production/contacts"
+_EXECUTE_API_HOST = re.compile(r"^[a-z0-9]+\.execute-api\.(?P<region>[a-z0-9-]+)\.amazonaws\.com$")
 
 
 class DataTalksHook(VendorHttpHook):
     """Connection (type ``http``): host = ``https://api.datatalks.se`` (default), login = the access key id,
     password = the secret access key (both issued by Data Talks); extras ``group_key`` (required),
-    ``region`` (``eu-west-1``), ``products_per_request`` (100), plus the transport extras
-    (``requests_per_minute`` 100: Data Talks publishes no limit).
+    ``region`` (``eu-west-1``), ``delete_contact_url`` (the documented ``DELETE`` URL on the execute-api
+    host), ``products_per_request`` (100), plus the transport extras (``requests_per_minute`` 100: Data
+    Talks publishes no limit).
     """
 
     conn_name_attr = "datatalks_conn_id"
@@ -36,21 +43,39 @@ class DataTalksHook(VendorHttpHook):
             )
         return key
 
+    @property
+    def region(self) -> str:
+        return str(self.extras.get("region") or "eu-west-1")
+
+    @property
+    def delete_contact_url(self) -> str:
+        url = str(self.extras.get("delete_contact_url") or DELETE_CONTACT_URL)
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise ConfigError(
+                f"Data Talks connection '{self.vendor_conn_id}': extra 'delete_contact_url'={url!r} must be a "
+                f"full URL (the documented one is {DELETE_CONTACT_URL})."
+            )
+        return url
+
+    def signer(self, url: str | None = None):
+        """The SigV4 signer for ``url``: an execute-api host is signed for its own region (the documented
+        delete lives in eu-west-1 whatever the ``region`` extra says); any other host for ``region``."""
+        from requests_aws4auth import AWS4Auth
+
+        conn = self.connection
+        if not conn.login or not conn.password:
+            raise ConfigError(
+                f"Data Talks connection '{self.vendor_conn_id}' needs login = access key id and password = "
+                "secret access key (issued by Data Talks)."
+            )
+        found = _EXECUTE_API_HOST.match(urlsplit(url).hostname or "") if url else None
+        return AWS4Auth(conn.login, conn.password, found["region"] if found else self.region, "execute-api")
+
     def get_conn(self):
         """A session that signs every request with SigV4 (the signature covers the exact body bytes)."""
         if self._session is None:
-            from requests_aws4auth import AWS4Auth
-
-            conn = self.connection
-            if not conn.login or not conn.password:
-                raise ConfigError(
-                    f"Data Talks connection '{self.vendor_conn_id}' needs login = access key id and password = "
-                    "secret access key (issued by Data Talks)."
-                )
-            session = super().get_conn()
-            session.auth = AWS4Auth(
-                conn.login, conn.password, self.extras.get("region", "eu-west-1"), "execute-api"
-            )
+            signer = self.signer()
+            super().get_conn().auth = signer
         return self._session
 
     def auth_headers(self) -> dict[str, str]:
@@ -84,8 +109,9 @@ class DataTalksHook(VendorHttpHook):
         self._send("POST", "/v1/contacts", contact)
 
     def delete_contact(self, email: str) -> None:
-        """``DELETE /v1/contacts`` with ``{data: {email}}``."""
-        self._send("DELETE", "/v1/contacts", {"email": email})
+        """``DELETE`` on ``delete_contact_url`` with ``{data: {email}}``, signed for that URL's host."""
+        url = self.delete_contact_url
+        self._send("DELETE", url, {"email": email}, auth=self.signer(url))
 
     def add_event(self, event: dict) -> None:
         """``POST /v1/events``: one external event, its ``externalId`` set by the mapping."""
@@ -95,11 +121,19 @@ class DataTalksHook(VendorHttpHook):
         """``POST /v1/products``: ``data`` is an array of products."""
         self._send("POST", "/v1/products", products)
 
-    def contact_by_email(self, email: str) -> dict | None:
-        """``GET /v1/contact_by_email``: what SALESmanago holds for an email (None when unknown)."""
+    def _lookup(self, path: str, params: dict[str, str]) -> dict | None:
         from reverse_etl.errors import VendorNotFound
 
         try:
-            return self.request("GET", "/v1/contact_by_email", params={"email": email}).json()
+            return self.request("GET", path, params=params).json()
         except VendorNotFound:
             return None
+
+    def contact_by_email(self, email: str) -> dict | None:
+        """``GET /v1/contact_by_email?email=``: what SALESmanago holds for an email (None when unknown)."""
+        return self._lookup("/v1/contact_by_email", {"email": email})
+
+    def contact_by_sm_id(self, sm_id: str) -> dict | None:
+        """``GET /v1/contact_by_sm_id?sm_id=``: the same by SALESmanago's contact id. The page names a lookup
+        by sm_id; this path is our reading of it (None when unknown)."""
+        return self._lookup("/v1/contact_by_sm_id", {"sm_id": sm_id})

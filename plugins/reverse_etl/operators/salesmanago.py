@@ -25,8 +25,9 @@ class _DataTalksLoad(SyncLoadOperator):
 
 
 class SalesmanagoContactsOperator(_DataTalksLoad):
-    """``POST /v1/contacts`` per contact; ``DELETE /v1/contacts`` for a contact the ledger says we sent,
-    once the warehouse soft-deletes it (GDPR erasure included, as a soft delete)."""
+    """``POST /v1/contacts`` per contact; the documented ``DELETE .../Production/contacts`` (the
+    connection's ``delete_contact_url``) for a contact the ledger says we sent, once the warehouse
+    soft-deletes it (GDPR erasure included, as a soft delete)."""
 
     entity = "contacts"
     supports_delete = True
@@ -50,8 +51,8 @@ class SalesmanagoEventsOperator(_DataTalksLoad):
 
 
 class SalesmanagoProductsOperator(_DataTalksLoad):
-    """``POST /v1/products`` with arrays of ``products_per_request`` (100); a refused array is split
-    until the refused products are isolated."""
+    """``POST /v1/products`` with arrays of ``products_per_request`` (100) of documented product items
+    (``id`` required); a refused array is split until the refused products are isolated."""
 
     entity = "products"
 
