@@ -83,7 +83,9 @@ def test_voucherify_customers_erased_in_the_warehouse_are_deleted_once(harness, 
     report = refused["reports"]["customers"]
     assert refused["state"] == "failed" and report["status"] == "failed"
     assert f"{len(mass)} of {len(remaining)} delivered records" in report["error"]
-    assert "max_erasure_share" in report["error"] and mass[0] in report["error"]
+    assert (
+        "max_erasure_share" in report["error"] and min(mass) in report["error"]
+    )  # a few keys, in text order
     assert "max_erasure_share" in refused["log"].read_text()
     assert len(deletes(harness)) == 3 and set(mass) <= set(harness.sandbox.store["customers"])
 
