@@ -137,3 +137,29 @@ def test_salesmanago_contacts_erased_in_the_warehouse_are_deleted_once(salesmana
     refused = salesmanago.run(contacts, window=window, expect_success=False)
     assert "returned no keys at all" in refused["reports"]["contacts"]["error"]
     assert len(deletes(salesmanago)) == 2
+
+
+@pytest.mark.postgres
+def test_voucherify_erasures_with_postgresql_warehouse_and_state_store(harness, warehouse, postgres_database):
+    """Source keys through a server-side cursor, delivered keys paged from the PostgreSQL ledger."""
+    import psycopg2
+
+    from sandbox.warehouse import load_postgres
+
+    load_postgres(warehouse, postgres_database)
+    uri = postgres_database.replace("postgresql://", "postgres://", 1)
+    harness.env["AIRFLOW_CONN_RETL_WAREHOUSE"] = uri
+    harness.env["AIRFLOW_CONN_RETL_STATE"] = uri
+    harness.env.pop("RETL_RATE_LIMIT_URL")
+    harness.env["RETL_CHUNK_ROWS"] = "97"  # several chunks of keys on both sides
+    first = harness.run(CUSTOMERS)["reports"]["customers"]
+    delivered = sorted(harness.sandbox.store["customers"], key=int)
+    assert first["sent"] == len(delivered) > 100 and first["erasures"]["delivered"] == len(delivered)
+    erased = delivered[-3:]
+    with psycopg2.connect(postgres_database) as pg, pg.cursor() as cur:
+        cur.execute("DELETE FROM customers WHERE CAST(customer_id AS TEXT) = ANY(%s)", (erased,))
+    second = harness.run(CUSTOMERS)["reports"]["customers"]
+    deleted = Counter(r["path"].rsplit("/", 1)[-1] for r in deletes(harness))
+    assert sorted(deleted) == sorted(erased) and max(deleted.values()) == 1
+    assert second["erased"] == second["deleted"] == 3
+    assert harness.run(CUSTOMERS)["reports"]["customers"]["deleted"] == 0 and len(deletes(harness)) == 3
