@@ -148,7 +148,7 @@ PRODUCT_FIELD_TYPES: dict[str, Any] = {
 # see ``require_cart_id``); the contact is contactEmail or - per the E0101 text - contactExternalId.
 PURCHASE_FIELD_TYPES: dict[str, Any] = {
     "purchaseId": "nonempty",
-    "cartId": "string",
+    "cartId": "nonempty",
     "contactEmail": "email",
     "contactExternalId": "nonempty",
     "purchaseDate": "datetime",
@@ -160,7 +160,7 @@ PURCHASE_FIELD_TYPES: dict[str, Any] = {
 PURCHASE_REQUIRED = ("purchaseId", "purchaseDate", "totalPrice", "totalQuantity", "products")
 PURCHASE_ITEM_REQUIRED: dict[str, Any] = {
     "productId": "nonempty",
-    "name": "string",
+    "name": "nonempty",
     "unitPrice": "number",
     "quantity": "integer",
     "price": "number",
@@ -444,6 +444,9 @@ class ConnectifSandbox(SandboxServer):
     * ``email_case_insensitive`` - True: contacts are keyed by the lowercased email.
       ``mobile_phone_pattern`` - E.164 (``+`` and 7-15 digits, no spaces) for "international".
     * Unknown fields in product / purchase bodies and unknown multipart fields are refused (422).
+      Required means not blank: ``purchaseId``, ``cartId``, ``contactExternalId``,
+      ``products[].productId`` and ``products[].name`` (JSON), and the key column of an import row
+      (``_email`` / ``productId`` / coupon ``code``) must hold more than spaces, else 422 / a row error.
     * ``max_import_bytes`` - 50,000,000 (see MAX_IMPORT_BYTES); ``max_queued_imports`` 10 and
       ``max_queued_exports`` 5 count queued and inProgress jobs.
     * ``require_csv_content_type`` - True: the ``file`` part must be ``text/csv``.  A UTF-8 BOM is
@@ -882,8 +885,8 @@ class ConnectifSandbox(SandboxServer):
         if kind in ("string", "nonempty", "email", "datetime", "phone", "url"):
             if not isinstance(value, str):
                 return f"must be a string (got {type(value).__name__})"
-            if kind == "nonempty" and not value:
-                return "must not be empty"
+            if kind == "nonempty" and not value.strip():
+                return "is required and must not be blank"
             if kind == "email" and not is_email(value):
                 return f"must be a valid email address (got {value!r})"
             if kind == "datetime" and not is_iso8601(value):
@@ -1642,8 +1645,8 @@ class ConnectifSandbox(SandboxServer):
         problems: list[tuple[str, str]] = []
         if kind == "contacts" and not is_email(key):
             problems.append((id_column, f"must be a valid email address (got {key!r})"))
-        elif not key:
-            problems.append((id_column, "is required"))
+        elif not key.strip():
+            problems.append((id_column, "is required and must not be blank"))
         data: dict[str, Any] = {}
         for column, text in values.items():
             if column == id_column or text == "":
@@ -1679,8 +1682,8 @@ class ConnectifSandbox(SandboxServer):
     def _import_coupon(self, imp: dict[str, Any], row: int, code: str, seen: set[str]) -> None:
         column = self.coupon_code_column
         codes = self._coupons.setdefault(imp["options"]["couponSetId"], [])
-        if not code:
-            self._row_error(imp, row, code, column, "is required")
+        if not code.strip():
+            self._row_error(imp, row, code, column, "is required and must not be blank")
         elif code in seen:
             self._row_error(imp, row, code, column, f"coupon code {code} is repeated in the file")
         elif code in codes:

@@ -84,7 +84,13 @@ def connections_env(
             "http",
             host=salesfire_url,
             login=SALESFIRE_SITE,
-            extra={"lists": SALESFIRE_LISTS, "requests_per_minute": 100, **(salesfire_extra or {})},
+            extra={
+                "lists": SALESFIRE_LISTS,
+                # false: the sandbox follows the page's words, under which true skips existing profiles
+                "update_existing": False,
+                "requests_per_minute": 100,
+                **(salesfire_extra or {}),
+            },
         )
     if connectif_url:
         env["AIRFLOW_CONN_CONNECTIF_DEFAULT"] = conn_json(

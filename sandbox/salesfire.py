@@ -70,7 +70,11 @@ _EMAIL_RE = re.compile(
 )
 
 VALIDATION_MESSAGE = "The given data was invalid."
-UPDATE_SEMANTICS = ("flag", "always", "never")
+# How update_existing acts on an existing profile.  "documented" (default) follows the page's words:
+# "If you choose to update existing profiles, the system will skip duplicates" - true leaves an existing
+# profile unchanged, false updates it.
+# "true_updates" is the other reading of "update existing profiles (yes/no)": true updates, false skips.
+UPDATE_SEMANTICS = ("documented", "true_updates", "always", "never")
 SIGNATURE_ENCODINGS = ("hex", "base64")
 
 
@@ -184,8 +188,9 @@ class SalesfireSandbox(SandboxServer):
       body is refused as "one customer per request" (validation body, field ``body``).
     * ``require_json_content_type`` - True: a body without ``Content-Type: application/json`` is 415
       (a Laravel API would not parse it as JSON at all).  Malformed JSON is 400.
-    * ``unknown_fields`` - ``"ignore"``: unknown top-level fields are accepted and not stored
-      (Laravel validators ignore unvalidated keys); ``"reject"`` answers 422 naming them.
+    * ``unknown_fields`` - ``"reject"``: a top-level field the page does not list answers 422 naming
+      it (strictest reading: a client must send only the documented fields); ``"ignore"`` accepts and
+      drops them (what a Laravel validator does with unvalidated keys).
     * ``mobile_number_pattern`` - None: the format is unspecified, any non-empty string is accepted;
       a regex string makes it a full-match rule.  (A JSON number is refused: the documented type is string.)
     * ``allowed_attributes`` - None: any snake_case key (the docs say the defaults *include* name and
@@ -196,12 +201,13 @@ class SalesfireSandbox(SandboxServer):
       ``update_existing`` must not be null; attribute *values* may be null (documented).
     * Upsert key (INFERRED): per (site, list) the email, else the mobile_number.
       ``email_key_case_insensitive`` - True: ``A@x.com`` and ``a@x.com`` are one customer.
-    * ``update_semantics`` - the docs' "if you choose to update existing profiles, the system will skip
-      duplicates" is ambiguous.  ``"flag"`` (default): ``update_existing: true`` merges into an existing
-      profile, false leaves it unchanged (a skipped duplicate); ``"always"``: every POST updates;
-      ``"never"``: an existing profile is never changed.  ``update_existing_default`` - False: what an
-      absent ``update_existing`` means.  An update replaces the given top-level fields and merges
-      ``attributes`` key by key (a null value is stored as null).
+    * ``update_semantics`` - the page says "If you choose to update existing profiles, the system will
+      skip duplicates": ambiguous against the field's name and "Option to update existing profiles".  ``"documented"`` (default) follows those words: ``update_existing: true`` leaves an
+      existing profile unchanged (a skipped duplicate), false updates it; ``"true_updates"`` is the
+      other reading (true merges into the existing profile, false skips it); ``"always"``: every POST
+      updates; ``"never"``: an existing profile is never changed.  ``update_existing_default`` - False:
+      what an absent ``update_existing`` means.  An update replaces the given top-level fields and
+      merges ``attributes`` key by key (a null value is stored as null).
     * ``success_status`` / ``success_body`` - ``200`` / ``{"success": true}``, also for a skipped duplicate.
     * Rate limit - none documented: ``limit=None`` is unlimited (no rate-limit headers).  With a limit
       (INFERRED, Laravel throttle style): sliding window, ``X-RateLimit-Limit`` / ``X-RateLimit-Remaining``
@@ -232,12 +238,12 @@ class SalesfireSandbox(SandboxServer):
         validation_status: int = 422,
         array_body_status: int = 422,
         require_json_content_type: bool = True,
-        unknown_fields: str = "ignore",
+        unknown_fields: str = "reject",
         mobile_number_pattern: str | None = None,
         allowed_attributes: Iterable[str] | None = None,
         date_of_birth_formats: Iterable[str] = DOB_FORMATS,
         email_key_case_insensitive: bool = True,
-        update_semantics: str = "flag",
+        update_semantics: str = "documented",
         update_existing_default: bool = False,
         success_status: int = 200,
         success_body: Any = None,
@@ -616,7 +622,11 @@ class SalesfireSandbox(SandboxServer):
         existing["_posts"] += 1
         semantics = self._options["update_semantics"]
         flag = body.get("update_existing", self._options["update_existing_default"])
-        if semantics == "always" or (semantics == "flag" and flag):
+        if (
+            semantics == "always"
+            or (semantics == "documented" and not flag)
+            or (semantics == "true_updates" and flag)
+        ):
             attributes = data.pop("attributes", None)
             existing.update(data)
             if attributes is not None:
@@ -651,8 +661,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--auth-failure-status", type=int, default=401)
     p.add_argument("--validation-status", type=int, default=422)
     p.add_argument("--array-body-status", type=int, default=422)
-    p.add_argument("--unknown-fields", choices=("ignore", "reject"), default="ignore")
-    p.add_argument("--update-semantics", choices=UPDATE_SEMANTICS, default="flag")
+    p.add_argument("--unknown-fields", choices=("ignore", "reject"), default="reject")
+    p.add_argument("--update-semantics", choices=UPDATE_SEMANTICS, default="documented")
     p.add_argument("--verbose", action="store_true", help="log one line per request to stderr")
     args = p.parse_args(argv)
     try:

@@ -12,6 +12,11 @@ project manager, files picked up on a schedule); what any SFTP server does, this
 - ``drop_after(n)``: the connection is cut once ``n`` more bytes have been written (the partial file
   stays, as on a real server).
 - ``files()``: what the folder holds (relative path -> bytes); ``events``: opens, renames, removes.
+- ``pickup()``: what Splio's scheduled import would do with each complete file: every file is checked by
+  ``check_referral_file`` (written from Splio's rules, independently of our CSV writer) and is
+  ``imported`` or ``refused`` with its problems. Splio mails a report and skips a file it cannot take
+  (a missing mandatory column, for instance); which line-level faults skip a whole file is not published,
+  so the sandbox refuses the whole file for any fault (the strict reading).
 
 Run it: ``python -m sandbox.sftp --root /tmp/splio --port 2222`` prints the connection extras.
 """
@@ -20,12 +25,93 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import codecs
+import csv
+import gzip
+import io
 import json
 import threading
 from pathlib import Path
 from typing import Any
 
 import asyncssh
+
+# Splio Referral: "four mandatory fields: unique ID, email, last name, first name" (header names are not
+# published; these are the project's, after Splio's Datahub contact columns). Datahub rules: UTF-8
+# without BOM, no multi-line values, email <=100 and lowercase, lastname/firstname <=255, cellphone <=30,
+# language one of Splio's 2-letter lowercase codes, at most 200,000 lines per file.
+REFERRAL_MANDATORY = ("unique_id", "email", "lastname", "firstname")
+SPLIO_LANGUAGES = frozenset(  # Splio's list, not ISO 639-1 (gr, cz, kr)
+    ("ar", "br", "ca", "cz", "de", "en", "es", "fr", "gr", "it", "ja", "kr", "nl", "pl", "ru", "tr", "zh")
+)
+MAX_LINES = 200_000
+MAX_LENGTHS = {"email": 100, "lastname": 255, "firstname": 255, "cellphone": 30}
+
+
+def check_referral_file(
+    data: bytes,
+    *,
+    delimiter: str = ";",
+    mandatory: tuple[str, ...] = REFERRAL_MANDATORY,
+    max_lines: int = MAX_LINES,
+    limit: int = 20,
+) -> list[str]:
+    """Problems Splio would find in a Referral contacts file (empty list: it would import it).
+
+    Parsed with the standard ``csv`` module from the raw bytes, so it does not share code with the writer.
+    At most ``limit`` line-level problems are listed.
+    """
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    if data.startswith(codecs.BOM_UTF8):
+        return ["the file starts with a byte order mark: Splio takes UTF-8 without BOM"]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return [f"the file is not UTF-8 ({exc})"]
+    if not text.strip():
+        return ["the file is empty: a header row is mandatory"]
+    physical = text.count("\n") + (0 if text.endswith("\n") else 1)
+    problems: list[str] = []
+    if physical > max_lines:
+        problems.append(f"{physical} lines: Splio takes at most {max_lines} lines per file")
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True))
+    except csv.Error as exc:
+        return [*problems, f"the file is not valid CSV with separator {delimiter!r}: {exc}"]
+    if len(rows) != physical or "\r" in text:
+        problems.append("a value spans several lines (or a line ends in CR): no multi-line values")
+    header = rows[0]
+    missing = [c for c in mandatory if c not in header]
+    if missing:
+        return [
+            *problems,
+            f"header {header} lacks the mandatory column(s) {missing} (separator {delimiter!r})",
+        ]
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:
+        problems.append(f"column(s) {repeated} appear more than once in the header")
+    index = {name: header.index(name) for name in header}
+    for number, row in enumerate(rows[1:], start=2):
+        if len(problems) >= limit:
+            problems.append("... (more problems not listed)")
+            break
+        if len(row) != len(header):
+            problems.append(f"line {number}: {len(row)} fields, the header has {len(header)}")
+            continue
+        for name in mandatory:
+            if not row[index[name]].strip():
+                problems.append(f"line {number}: mandatory field {name} is blank")
+        for name, most in MAX_LENGTHS.items():
+            if name in index and len(row[index[name]]) > most:
+                problems.append(f"line {number}: {name} longer than {most} characters")
+        email = row[index["email"]] if "email" in index else ""
+        if email != email.lower():
+            problems.append(f"line {number}: email {email!r} is not lowercase")
+        language = row[index["language"]] if "language" in index else ""
+        if language and language not in SPLIO_LANGUAGES:
+            problems.append(f"line {number}: language {language!r} is not one of Splio's codes")
+    return problems
 
 
 class _Auth(asyncssh.SSHServer):
@@ -119,6 +205,22 @@ class SFTPSandbox:
         return {
             str(p.relative_to(self.root)): p.read_bytes() for p in sorted(self.root.rglob("*")) if p.is_file()
         }
+
+    def pickup(self, delimiter: str = ";") -> dict[str, dict]:
+        """Splio's scheduled import over the complete files (temporary dot-files are not picked up):
+        name -> {"status": "imported" | "refused", "rows": data lines, "problems": [...]}."""
+        report = {}
+        for name, data in self.files().items():
+            if name.rsplit("/", 1)[-1].startswith("."):
+                continue
+            problems = check_referral_file(data, delimiter=delimiter)
+            raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+            report[name] = {
+                "status": "refused" if problems else "imported",
+                "rows": max(0, raw.count(b"\n") - 1),
+                "problems": problems,
+            }
+        return report
 
     # --- lifecycle --------------------------------------------------------------------------------------
     async def _listen(self) -> None:

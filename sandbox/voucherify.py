@@ -40,6 +40,7 @@ DEFAULT_APP_ID = "sandbox-app-id"
 DEFAULT_APP_TOKEN = "sandbox-app-token"
 BULK_MAX_BYTES = 10_485_760  # "The request can include up to 10 MB of data" (413 above)
 ORDERS_IMPORT_MAX = 2000  # "There is a 2000 limit of orders per one request"
+ORDER_ITEMS_MAX = 500  # OrderBase.items: "It can include up to 500 items."
 
 # Async action types, checked at start against the AsyncActionBase.type enum of async-actions.json.
 CUSTOMERS_BULK_UPDATE = "CUSTOMERS.BULK_UPDATE"
@@ -423,6 +424,28 @@ class VoucherifySandbox(SandboxServer):
             raise HTTPError(400, "invalid_payload", "Invalid payload", details)
 
     @staticmethod
+    def _order_items_problem(order: Any, prefix: str = "") -> str | None:
+        """The items cap is stated in the schema's description, not as maxItems: enforce its words."""
+        items = order.get("items") if isinstance(order, dict) else None
+        if isinstance(items, list) and len(items) > ORDER_ITEMS_MAX:
+            return (
+                f"Property {prefix}.items: must NOT have more than {ORDER_ITEMS_MAX} items (got {len(items)}); "
+                f"an order can include up to {ORDER_ITEMS_MAX} items"
+            )
+        return None
+
+    def _check_order_items(self, order: Any) -> None:
+        details = self._order_items_problem(order)
+        if details:
+            raise HTTPError(400, "invalid_payload", "Invalid payload", details)
+
+    def _documented(self, action_type: str, item: Any, index: int) -> str | None:
+        """Per-item rules the pages state in words (the schema checks come first)."""
+        if action_type == ORDERS_IMPORT:
+            return self._order_items_problem(item, f"[{index}]")
+        return None
+
+    @staticmethod
     def _apply(obj: dict[str, Any], data: dict[str, Any], fields: tuple[str, ...], created: bool) -> None:
         """Set the given fields (absent ones stay unchanged, `metadata` is replaced as a whole)."""
         for name in fields:
@@ -606,6 +629,7 @@ class VoucherifySandbox(SandboxServer):
     # ---------------------------------------------------------------------------------------- orders
     def _order_create(self, req: Request) -> Response:
         self._validate(req)
+        self._check_order_items(req.body)
         with self._lock:
             return Response(200, copy.deepcopy(self._upsert_order(req.body)))
 
@@ -615,6 +639,7 @@ class VoucherifySandbox(SandboxServer):
 
     def _order_update(self, req: Request) -> Response:
         self._validate(req)
+        self._check_order_items(req.body)
         with self._lock:
             obj = self.orders.get_or_404(req.params["orderId"])
             body = {k: v for k, v in req.body.items() if k not in ("id", "source_id")}
@@ -652,8 +677,16 @@ class VoucherifySandbox(SandboxServer):
         if self.bulk_validation == "request":
             self._validate(req)
         checked = [
-            (item, self.spec.check(self.spec.items[key], item, f"[{i}]")) for i, item in enumerate(req.body)
+            (
+                item,
+                self.spec.check(self.spec.items[key], item, f"[{i}]")
+                or self._documented(action_type, item, i),
+            )
+            for i, item in enumerate(req.body)
         ]
+        first = next((details for _, details in checked if details), None)
+        if self.bulk_validation == "request" and first:
+            raise HTTPError(400, "invalid_payload", "Invalid payload", first)
         now = _now()
         action: dict[str, Any] = {
             "id": "aa_" + secrets.token_hex(9),
@@ -761,6 +794,7 @@ class VoucherifySandbox(SandboxServer):
                 elif kind == PRODUCTS_BULK_UPDATE:
                     self._upsert_product(item, by_id=False)
                 else:
+                    # "The orders will also have a `created_at` date that's assigned when they've been imported"
                     self._upsert_order(item, keep_created_at=False)
                 return None
             except HTTPError as err:

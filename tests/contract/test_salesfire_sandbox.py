@@ -36,12 +36,12 @@ DEFAULTS = {
     "validation_status": 422,
     "array_body_status": 422,
     "require_json_content_type": True,
-    "unknown_fields": "ignore",
+    "unknown_fields": "reject",
     "mobile_number_pattern": None,
     "allowed_attributes": None,
     "date_of_birth_formats": list(DOB_FORMATS),
     "email_key_case_insensitive": True,
-    "update_semantics": "flag",
+    "update_semantics": "documented",
     "update_existing_default": False,
     "success_status": 200,
     "success_body": {"success": True},
@@ -294,10 +294,13 @@ def test_validation_options(sb):
 
 
 def test_unknown_top_level_fields(sb):
+    # Default: only the documented fields (a client sending others is refused, naming them).
+    assert_validation(post(sb, {"email": OK, "favourite_colour": "blue"}), "favourite_colour")
+    assert_validation(post(sb, {"email": OK, "Types": ["MARKETING"]}), "Types")
+    assert stored_nothing(sb)
+    sb.configure(unknown_fields="ignore")
     assert post(sb, {"email": OK, "favourite_colour": "blue", "Types": 1}).status_code == 200
     assert "favourite_colour" not in sb.store["site-1/list-a"][OK]  # accepted and ignored
-    sb.configure(unknown_fields="reject")
-    assert_validation(post(sb, {"email": OK, "favourite_colour": "blue"}), "favourite_colour")
 
 
 # ------------------------------------------------------------------------------ body / routing errors
@@ -335,17 +338,19 @@ def test_unknown_site_or_list_and_other_paths(sb):
 
 # --------------------------------------------------------------------------------------------- upserts
 def test_update_existing_semantics(sb):
+    """Default = the page's words: with update_existing true "the system will skip duplicates"."""
     first = {"email": "u@example.com", "types": ["MARKETING"], "attributes": {"name": "Old", "city": "Leeds"}}
     assert post(sb, first).status_code == 200
     same_key = {"email": "U@example.com", "types": ["TRANSACTIONAL"], "attributes": {"name": "New"}}
-    for flag in (False, None):  # false or absent: existing profile left unchanged, a skipped duplicate
+    sb.configure(update_existing_default=True)  # absent taken as true here, to show both ways to skip
+    for flag in (True, None):  # true (or absent = true): existing profile left unchanged, a skipped duplicate
         body = same_key if flag is None else {**same_key, "update_existing": flag}
         resp = post(sb, body)
         assert resp.status_code == 200 and resp.json() == {"success": True}
     stored = sb.store["site-1/list-a"]["u@example.com"]
     assert stored["types"] == ["MARKETING"] and stored["attributes"] == {"name": "Old", "city": "Leeds"}
     assert (stored["_posts"], stored["_updates"], stored["_skipped"]) == (3, 0, 2)
-    assert post(sb, {**same_key, "update_existing": True, "mobile_number": "0777"}).status_code == 200
+    assert post(sb, {**same_key, "update_existing": False, "mobile_number": "0777"}).status_code == 200
     stored = sb.store["site-1/list-a"]["u@example.com"]
     assert stored["email"] == "U@example.com" and stored["types"] == ["TRANSACTIONAL"]
     assert stored["mobile_number"] == "0777"
@@ -358,10 +363,15 @@ def test_update_existing_semantics(sb):
 @pytest.mark.parametrize(
     ("semantics", "default", "flag", "updated"),
     [
-        ("always", False, False, True),
-        ("never", False, True, False),
-        ("flag", True, None, True),
-        ("flag", True, False, False),
+        ("always", False, True, True),
+        ("never", False, False, False),
+        ("documented", False, None, True),
+        ("documented", True, None, False),
+        ("documented", False, True, False),
+        ("documented", False, False, True),
+        ("true_updates", False, True, True),
+        ("true_updates", False, False, False),
+        ("true_updates", True, None, True),
     ],
 )
 def test_update_semantics_options(sb, semantics, default, flag, updated):

@@ -113,3 +113,99 @@ def test_a_rerun_replaces_the_window_files_and_leaves_other_windows(sftp, monkey
         "referral_contacts_20261030.csv": b"old",
         "referral_contacts_20261031.csv": b"new",
     }
+
+
+HEADER = [
+    "unique_id",
+    "email",
+    "lastname",
+    "firstname",
+    "language",
+    "cellphone",
+    "referrer_code",
+    "referred_by",
+    "loyalty_card",
+]
+OLD_LINE = b"R90000006;blank@example.com;   ;;pl;;REF-AAAA;;\n"  # uploaded before issue 9
+
+
+def test_our_file_is_one_splio_imports_parsed_back_independently(sftp, monkeypatch, tmp_path):
+    """The writer's bytes, through the real hook, read back with the csv module against Splio's rules."""
+    import csv
+    import io
+
+    from reverse_etl.csvfile import CsvParts
+
+    rows = [
+        ["R1", "zoe@example.com", "Żółć", "Zoë", "pl", "0048600123456", "REF-1", None, "2900000000001"],
+        ["R2", "o.brien@example.com", 'O\'Brien; "Jr"', "Seán", "gr", None, "=HYPERLINK(1)", "REF-1", None],
+        ["R3", "li@example.com", "Li\nWang", "Wei", None, "+48600123456", "REF-3", None, None],
+    ]
+    writer = CsvParts(tmp_path / "parts", header=HEADER)
+    for row in rows:
+        writer.write(row)
+    (part,) = writer.close()
+    hook = wire(monkeypatch, sftp)
+    hook.upload(str(part), "referral_contacts_20261031.csv")
+
+    data = sftp.files()["referral_contacts_20261031.csv"]
+    assert not data.startswith(b"\xef\xbb\xbf") and data.decode("utf-8")  # UTF-8 without BOM
+    parsed = list(csv.reader(io.StringIO(data.decode("utf-8"), newline=""), delimiter=";", strict=True))
+    assert parsed[0] == HEADER and len(parsed) == len(rows) + 1 == data.count(b"\n")  # no multi-line value
+    for line in parsed[1:]:
+        assert all(line[i].strip() for i in range(4))  # the four mandatory fields
+    assert parsed[2][2] == 'O\'Brien; "Jr"' and parsed[3][2] == "Li Wang"
+    assert sftp.pickup() == {
+        "referral_contacts_20261031.csv": {"status": "imported", "rows": len(rows), "problems": []}
+    }
+
+
+def test_the_old_file_with_blank_names_is_refused_and_the_fixed_one_imported(sftp, monkeypatch, tmp_path):
+    header = ";".join(HEADER).encode() + b"\n"
+    good = b"R90000007;anna@example.com;Nowak;Anna;pl;;REF-BBBB;;\n"
+    hook = wire(monkeypatch, sftp)
+    old, new = tmp_path / "old.csv", tmp_path / "new.csv"
+    old.write_bytes(header + good + OLD_LINE)
+    new.write_bytes(header + good)
+    hook.upload(str(old), "referral_contacts_20261030.csv")
+    hook.upload(str(new), "referral_contacts_20261031.csv")
+    report = sftp.pickup()
+    assert report["referral_contacts_20261030.csv"]["status"] == "refused"
+    assert report["referral_contacts_20261030.csv"]["problems"] == [
+        "line 3: mandatory field lastname is blank",
+        "line 3: mandatory field firstname is blank",
+    ]
+    assert report["referral_contacts_20261031.csv"] == {"status": "imported", "rows": 1, "problems": []}
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"\xef\xbb\xbfunique_id;email;lastname;firstname\nR1;a@b.co;N;A\n", "byte order mark"),
+        (b'unique_id;email;lastname;firstname\nR1;a@b.co;"N\nX";A\n', "multi-line"),
+        (b"unique_id,email,lastname,firstname\nR1,a@b.co,N,A\n", "lacks the mandatory column"),
+        (b"unique_id;email;lastname;firstname\nR1;A@B.co;N;A\n", "not lowercase"),
+        (b"unique_id;email;lastname;firstname;language\nR1;a@b.co;N;A;el\n", "not one of Splio's codes"),
+        (
+            b"unique_id;email;lastname;firstname;cellphone\nR1;a@b.co;N;A;" + b"0" * 31 + b"\n",
+            "longer than 30",
+        ),
+        (b"unique_id;email;lastname;firstname\nR1;a@b.co;" + b"N" * 256 + b";A\n", "longer than 255"),
+        ("unique_id;email;lastname;firstname\nR1;zoë@b.co;N;A\n".encode("latin-1"), "not UTF-8"),
+    ],
+)
+def test_the_checker_refuses_what_splio_documents_as_unimportable(data, problem):
+    from sandbox.sftp import check_referral_file
+
+    problems = check_referral_file(data)
+    assert any(problem in p for p in problems), problems
+    fixed = check_referral_file(b"unique_id;email;lastname;firstname\nR1;a@b.co;N;A\n")
+    assert fixed == []
+
+
+def test_the_checker_refuses_a_file_over_200000_lines():
+    from sandbox.sftp import check_referral_file
+
+    body = b"unique_id;email;lastname;firstname\n" + b"R;a@b.co;N;A\n" * 200_000
+    assert any("at most 200000 lines" in p for p in check_referral_file(body))
+    assert check_referral_file(body[: -len(b"R;a@b.co;N;A\n")]) == []

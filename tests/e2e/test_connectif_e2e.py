@@ -30,7 +30,7 @@ def connectif(airflow_db, warehouse, tmp_path):
         yield Harness(sandbox, env, tmp_path, dag_id="connectif_sync")
 
 
-def test_initial_import_then_daily_syncs_share_one_bucket_and_deliver_once(connectif):
+def test_initial_import_then_daily_syncs_share_one_bucket_and_deliver_once(connectif, warehouse):
     # Initial load: every contact and product, far above bulk_threshold, so CSV imports.
     initial = connectif.run({"entities": ["contacts", "products"]}, window=ALL_TIME)
     contacts = initial["reports"]["contacts"]
@@ -41,6 +41,12 @@ def test_initial_import_then_daily_syncs_share_one_bucket_and_deliver_once(conne
     assert not [r for r in connectif.sandbox.requests if r["method"] == "PATCH" and "/contacts/" in r["path"]]
     assert contacts["sent"] + contacts["failed"] == contacts["to_send"]
     assert contacts["sent"] == len(connectif.sandbox.store["contacts"])
+    # Blank descriptions or brands stay home, quarantined under the rule's name.
+    blank = {k for k, d in Expected(warehouse).defects("products").items() if "blank_required" in d}
+    q = quarantined(initial["reports"]["products"])
+    assert blank and blank <= set(q) and not blank & set(connectif.sandbox.store["products"])
+    named = {"description must not be blank when given", "brand must not be blank when given"}
+    assert all(named & {f["rule"] for f in q[k]["failures"]} for k in blank)
 
     # The daily run: unchanged contacts are skipped; purchases find their contacts and products.
     daily = connectif.run()
@@ -56,6 +62,12 @@ def test_initial_import_then_daily_syncs_share_one_bucket_and_deliver_once(conne
         if r["method"] == "POST" and r["path"].startswith("/purchases") and r["status"] < 300
     )
     assert posts and max(posts.values()) == 1
+    # Orders dated after the window never reach Connectif; those extracted name the rule.
+    future = {k for k, d in Expected(warehouse).defects("orders").items() if "future_order_date" in d}
+    q = quarantined(reports["purchases"])
+    assert future and not future & set(store["purchases"]) and future & set(q)
+    rule = "purchaseDate not after the window end (not in the future)"
+    assert all(rule in {f["rule"] for f in q[k]["failures"]} for k in future & set(q))
     # Contacts, products and purchases drew on one bucket: the account's limit held throughout.
     assert connectif.sandbox.stats()["throttled_by_limiter"] == 0
     assert connectif.sandbox.max_in_window() <= LIMIT
@@ -249,6 +261,7 @@ def test_killed_while_an_import_runs_the_retry_collects_it_instead_of_importing_
 
 CONSENTS = {"GRANTED", "DENIED", "UNKNOWN"}
 STATUS = {"GRANTED": "subscribed", "DENIED": "unsubscribed", "UNKNOWN": "none"}
+OLDEST, NEWEST = dt.date(1900, 1, 1), dt.date.fromisoformat(WINDOW[1])
 
 
 def test_contacts_arrive_with_their_fields_and_bad_rows_are_quarantined_with_the_rule(connectif, warehouse):
@@ -266,6 +279,8 @@ def test_contacts_arrive_with_their_fields_and_bad_rows_are_quarantined_with_the
         or any(c[col] is not None and c[col] not in CONSENTS for col in consents)
         or len(c["first_name"] or "") > 255
         or len(c["last_name"] or "") > 255
+        or any(c[col] is not None and not c[col].strip() for col in ("first_name", "last_name"))
+        or (c["birth_date"] is not None and not OLDEST <= c["birth_date"] <= NEWEST)
     }
     good = set(live) - bad
     assert len(good) > 100 and bad
@@ -283,3 +298,19 @@ def test_contacts_arrive_with_their_fields_and_bad_rows_are_quarantined_with_the
     q = quarantined(report)
     assert bad <= set(q)
     assert all(q[k]["failures"] and q[k]["failures"][0]["rule"] for k in bad)
+    # The new defects reach the quarantine under the rule's own name.
+    rules = {k: {f["rule"] for f in q[k]["failures"]} for k in q}
+    defects = Expected(warehouse).defects("customers")
+    customers = Expected(warehouse).customers()
+    blank = {
+        customers[k]["email"].lower() for k, d in defects.items() if "blank_email" in d and k in customers
+    }
+    implausible = {
+        customers[k]["email"].lower()
+        for k, d in defects.items()
+        if "implausible_birthdate" in d and k in customers and customers[k]["email"]
+    }
+    assert blank and implausible and not (blank | implausible) & set(stored)
+    assert all("_email is required and must not be blank" in rules[k] for k in blank), blank
+    rule = "_birthdate between 1900-01-01 and the window end (not in the future)"
+    assert all(rule in rules[k] for k in implausible), implausible

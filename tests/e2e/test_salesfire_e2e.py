@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import pytest
@@ -9,11 +10,12 @@ import pytest
 from reverse_etl.ledger import record_history
 from sandbox.env import SALESFIRE_LISTS, SALESFIRE_SITE
 from sandbox.salesfire import SalesfireSandbox
-from tests.e2e.harness import Expected, Harness, run_env, wait_for
+from tests.e2e.harness import WINDOW, Expected, Harness, run_env, wait_for
 from tests.e2e.test_voucherify_e2e import EMAIL, quarantined
 
 pytestmark = pytest.mark.e2e
 CONSENTS = {"GRANTED", "DENIED", "UNKNOWN"}
+OLDEST, NEWEST = dt.date(1900, 1, 1), dt.date.fromisoformat(WINDOW[1])
 
 
 @pytest.fixture
@@ -27,7 +29,7 @@ def salesfire(airflow_db, warehouse, tmp_path):
 def problems(c: dict) -> list[str]:
     """Salesfire's documented rules and the generic checks, restated from the warehouse side."""
     found = []
-    if c["email"] is None and c["phone"] is None:
+    if not (c["email"] or "").strip() and not (c["phone"] or "").strip():
         found.append("no contact")
     if c["email"] is not None and not EMAIL.match(c["email"]):
         found.append("email")
@@ -41,8 +43,11 @@ def problems(c: dict) -> list[str]:
     ):
         if c[col] is not None and c[col] not in CONSENTS:
             found.append(col)
-    if len(" ".join(p for p in (c["first_name"], c["last_name"]) if p)) > 255:
+    name = " ".join(p for p in (c["first_name"], c["last_name"]) if p is not None)
+    if len(name) > 255 or (name and not name.strip()):
         found.append("name")
+    if c["birth_date"] is not None and not OLDEST <= c["birth_date"] <= NEWEST:
+        found.append("birth_date")
     return found
 
 
@@ -76,6 +81,22 @@ def test_signed_exactly_once_into_the_right_list_then_rerun_sends_nothing(salesf
     for key in bad:
         history = record_history("salesfire", "customers", key, url=salesfire.state_url)
         assert history["current"]["status"] == "rejected"
+    # The new defects reach the quarantine under the rule's own name.
+    rules = {k: {f["rule"] for f in q[k]["failures"]} for k in q}
+    defects = expected.defects("customers")
+    blank = {k for k, d in defects.items() if "blank_email" in d} & set(live)
+    implausible = {k for k, d in defects.items() if "implausible_birthdate" in d} & set(live)
+    assert blank and implausible
+    for key in blank:
+        assert "email must not be blank when given" in rules[key], rules[key]
+        if live[key]["phone"] is None:
+            assert "email or mobile_number is required and must not be blank" in rules[key]
+    for key in implausible:
+        assert (
+            "attributes.date_of_birth between 1900-01-01 and the window end (not in the future)" in rules[key]
+        ), rules[key]
+    # Every customer delivered went with the connection's update_existing (false by default).
+    assert {r["body"]["update_existing"] for r in salesfire.sandbox.requests} == {False}
 
     before = len(salesfire.sandbox.requests)
     second = salesfire.run()

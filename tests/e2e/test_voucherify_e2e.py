@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections import Counter
@@ -17,7 +18,15 @@ pytestmark = pytest.mark.e2e
 EMAIL = re.compile(r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
 PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 CONSENTS = {"GRANTED", "DENIED", "UNKNOWN"}
-REJECTING_DEFECTS = {"invalid_email", "lowercase_enum", "overlong_field"}
+REJECTING_DEFECTS = {
+    "invalid_email",
+    "lowercase_enum",
+    "overlong_field",
+    "blank_email",
+    "implausible_birthdate",
+    "overlong_address",
+}
+WINDOW_END_DATE = dt.date(2026, 11, 1)  # the harness window's end
 
 
 def customer_problems(c: dict) -> list[str]:
@@ -28,8 +37,11 @@ def customer_problems(c: dict) -> list[str]:
         problems.append("email")
     if c["phone"] is not None and not PHONE.match(c["phone"]):
         problems.append("phone")
-    if len(name) > 255 or len(c["address_line1"] or "") > 255:
+    texts = ("address_line1", "address_line2", "city", "region", "postal_code")
+    if len(name) > 255 or any(len(c[col] or "") > 255 for col in texts):
         problems.append("length")
+    if c["birth_date"] is not None and not dt.date(1900, 1, 1) <= c["birth_date"] <= WINDOW_END_DATE:
+        problems.append("birthdate")
     if c["country_code"] is not None and not re.match(r"^[A-Z]{2}$", c["country_code"]):
         problems.append("country")
     for col in (
@@ -95,6 +107,21 @@ def check_first_and_second_run(harness, expected: Expected) -> None:
     assert max(order_posts.values()) == 1
     assert set(order_posts) <= set(harness.sandbox.store["orders"])
     assert orders_report["rejected"] >= 1  # lowercase statuses
+    future = {k for k, kinds in expected.defects("orders").items() if "future_order_date" in kinds}
+    in_window = {
+        k
+        for (k,) in expected.rows(
+            "SELECT order_id FROM orders WHERE updated_at >= ?::TIMESTAMP AND updated_at < ?::TIMESTAMP "
+            "AND deleted_at IS NULL"
+        )
+    }
+    assert not future & set(order_posts), "an order dated after the window end was sent"
+    q_orders = quarantined(orders_report)
+    for key in future & in_window:
+        rules = {f["rule"] for f in q_orders[key]["failures"]}
+        assert "order date (ordered_at) not after the window end" in rules
+    for body in (r["body"] for r in harness.sent("POST", "/v1/orders")):
+        assert body["metadata"]["ordered_at"] == body["created_at"]  # live orders carry both
 
     # A second run of the same window sends nothing.
     before = len(harness.sandbox.requests)
@@ -242,3 +269,25 @@ def test_records_left_by_a_failed_run_are_sent_by_the_next_run(harness, state_st
     assert report["sent"] == report["carried_over"] == orders["to_send"]
     posts = Counter(r["body"]["source_id"] for r in harness.sent("POST", "/v1/orders"))
     assert len(posts) == orders["to_send"] and max(posts.values()) == 1
+
+
+def test_historical_import_keeps_the_real_order_date_in_metadata(harness, warehouse, state_store):
+    """POST /v1/orders/import stamps created_at with the import time; the page says to keep the order date
+    in order metadata (ISO 8601): metadata.ordered_at, and no created_at in the import."""
+    started = dt.datetime.now(dt.UTC)
+    result = harness.run({"entities": ["orders"], "historical_import": True})
+    report = result["reports"]["orders"]
+    imported = [order for r in harness.sent("POST", "/v1/orders/import") for order in r["body"]]
+    assert report["sent"] == len(imported) > 100 and report["failed"] == 0
+    assert not [r for r in harness.sandbox.requests if r["path"] == "/v1/orders"]  # no live order calls
+    con = duckdb.connect(str(warehouse), read_only=True)
+    ordered = dict(con.execute("SELECT order_id, ordered_at FROM orders").fetchall())
+    con.close()
+    stored = harness.sandbox.store["orders"]
+    for order in imported:
+        assert "created_at" not in order
+        real = dt.datetime.fromisoformat(order["metadata"]["ordered_at"].replace("Z", "+00:00"))
+        assert real == ordered[order["source_id"]].replace(tzinfo=dt.UTC)
+        kept = stored[order["source_id"]]
+        assert kept["metadata"]["ordered_at"] == order["metadata"]["ordered_at"]
+        assert dt.datetime.fromisoformat(kept["created_at"].replace("Z", "+00:00")) >= started

@@ -1,4 +1,5 @@
 -- Voucherify products changed in the window; price in minor units as Voucherify expects.
+-- Optional metadata that is blank ('' or spaces) is not sent: NULL means "not given" (see README).
 SELECT
     product_id                 AS _key,
     deleted_at IS NOT NULL     AS _deleted,
@@ -8,8 +9,8 @@ SELECT
     price_cents                AS price,
     image_url                  AS image_url,
     sku                        AS metadata__sku,
-    brand                      AS metadata__brand,
-    category                   AS metadata__category,
+    CASE WHEN TRIM(brand) = '' THEN NULL ELSE brand END       AS metadata__brand,
+    CASE WHEN TRIM(category) = '' THEN NULL ELSE category END AS metadata__category,
     currency                   AS metadata__currency,
     url                        AS metadata__url,
     in_stock                   AS metadata__in_stock

@@ -25,8 +25,8 @@ class ConnectifHook(VendorHttpHook):
     secret (or extra ``api_key`` = ``<id>:<secret>`` as the dashboard copies it). Every Connectif
     connection of one account must share ``rate_limit_account`` (the limit is per account, all keys).
     Extras: ``bulk_threshold`` (1000: more pending records than this go as CSV imports instead of one
-    request each), ``import_rows`` (100000 per file, also capped at 45 MB), ``import_delimiter`` (``;``),
-    ``import_poll_seconds`` (30), ``import_timeout_seconds`` (3600), ``max_import_bytes`` (50 MB);
+    request each), ``import_rows`` (100000 per file, also capped at 45 MB), ``import_delimiter`` (``;``; or ``,``),
+    ``import_poll_seconds`` (30), ``import_timeout_seconds`` (3600), ``max_import_bytes`` (50,000,000);
     coupons: ``coupon_code_column`` (``code``), ``coupon_exists_pattern`` (``already exists``); exports:
     ``exports`` (types exported on scheduled runs, none by default), ``export_path`` (``/exports/``),
     ``export_type_field`` (``exportType``), ``export_table_prefix`` (``connectif_``).
@@ -95,7 +95,7 @@ class ConnectifHook(VendorHttpHook):
     ) -> dict:
         """``POST /imports/`` (multipart, UTF-8 CSV whose header row holds field ids). Connectif keeps at most
         10 queued imports per account (E0401): wait for a slot instead of failing."""
-        max_bytes = self.extra("max_import_bytes", 50 * 1024 * 1024, int)
+        max_bytes = self.extra("max_import_bytes", 50_000_000, int)  # "50Mb": the smaller reading
         if len(csv_bytes) > max_bytes:
             raise ValueError(
                 f"import file of {len(csv_bytes)} bytes is over Connectif's {max_bytes} byte limit"
@@ -129,7 +129,14 @@ class ConnectifHook(VendorHttpHook):
 
     @property
     def delimiter(self) -> str:
-        return self.extras.get("import_delimiter", ";")
+        """Connectif documents ``,`` or ``;`` as the CSV delimiter (imports and exports)."""
+        delimiter = self.extras.get("import_delimiter", ";")
+        if delimiter not in (",", ";"):
+            raise ConfigError(
+                f"Connectif connection '{self.vendor_conn_id}': extra 'import_delimiter' must be ',' or ';' "
+                f"(Connectif's documented delimiters), got {delimiter!r}."
+            )
+        return delimiter
 
     def wait_import(self, import_id: str) -> dict:
         """Poll ``GET /imports/{id}`` until it is finished, in error or cancelled."""

@@ -18,7 +18,14 @@ from reverse_etl.hooks.base import VendorHttpHook
 class SalesfireHook(VendorHttpHook):
     """Connection: host = ``https://api.salesfire.co.uk`` (default), login = the site id, extra ``lists`` =
     ``{"<list id>": "<list secret>", ...}`` (each list's secret from the dashboard's API-instructions
-    panel); optional extra ``signature_encoding`` = ``hex`` (default) or ``base64``.
+    panel); optional extras ``signature_encoding`` = ``hex`` (default) or ``base64``, and
+    ``update_existing`` = ``false`` (default) | ``true`` | ``{"<list id>": true|false, ...}`` (lists not
+    named take ``false``): the ``update_existing`` flag sent with every customer of that list.
+
+    Why ``false`` by default: Salesfire's page says "If you choose to update existing profiles, the system
+    will skip duplicates"; by those words ``true`` skips (leaves unchanged) a customer that already exists,
+    so ``false`` is the value that keeps profiles up to date. The
+    wording is ambiguous: a list whose account behaves the other way sets ``true`` for that list.
     """
 
     conn_name_attr = "salesfire_conn_id"
@@ -47,6 +54,22 @@ class SalesfireHook(VendorHttpHook):
             )
         return lists[list_id]
 
+    def update_existing(self, list_id: str) -> bool:
+        """The list's ``update_existing`` flag (extra ``update_existing``: a bool, or a bool per list)."""
+        setting = self.extras.get("update_existing", False)
+        if isinstance(setting, str):
+            setting = json.loads(setting) if setting.strip().startswith("{") else setting
+        if isinstance(setting, dict):
+            setting = setting.get(list_id, False)
+        if isinstance(setting, str) and setting.strip().lower() in ("true", "false"):
+            setting = setting.strip().lower() == "true"
+        if not isinstance(setting, bool):
+            raise ConfigError(
+                f"Salesfire connection '{self.vendor_conn_id}': extra 'update_existing' must be true, false or "
+                f'{{"<list id>": true|false}}; got {setting!r} for list {list_id!r}.'
+            )
+        return setting
+
     def auth_headers(self) -> dict[str, str]:
         return {"Content-Type": "application/json"}
 
@@ -71,11 +94,16 @@ class SalesfireHook(VendorHttpHook):
             return f"HTTP {response.status_code} {body.get('message', '')} {details}".strip()
         return f"HTTP {response.status_code}: {json.dumps(body)[:300]}"
 
+    def body(self, list_id: str, customer: dict[str, Any]) -> bytes:
+        """The exact bytes sent: the customer plus the list's ``update_existing`` flag, compact UTF-8 JSON."""
+        customer = {**customer, "update_existing": self.update_existing(list_id)}
+        return json.dumps(customer, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
     def post_customer(self, list_id: str, customer: dict[str, Any]) -> None:
         """``POST /client/{site}/customers/{list}`` with the body signed for that list."""
         from urllib.parse import quote
 
-        body = json.dumps(customer, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        body = self.body(list_id, customer)
         self.request(
             "POST",
             f"/client/{quote(self.site, safe='')}/customers/{quote(list_id, safe='')}",

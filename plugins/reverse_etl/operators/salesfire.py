@@ -31,6 +31,11 @@ class SalesfireCustomersOperator(SyncLoadOperator):
                 f"include/sql/salesfire/customers.sql maps attribute {bad[0]!r}: Salesfire attribute keys are "
                 "lowercase snake_case starting with a letter ([a-z][a-z0-9_]*)."
             )
+        if "update_existing" in row:
+            raise ConfigError(
+                "include/sql/salesfire/customers.sql maps update_existing: it is a per-list setting of the "
+                "Salesfire connection (extra 'update_existing', default false); remove the column."
+            )
         if not row.get("_list"):
             raise ConfigError("include/sql/salesfire/customers.sql must select _list, the target list id.")
         # The list is part of what is delivered: moving a customer to another list sends it again.
