@@ -55,6 +55,28 @@ def common_params(entities: list[str], max_rejected_share: float) -> dict:
     }
 
 
+def erasure_params() -> dict:
+    """Params of DAGs with a sync that can delete: the sweep of records gone from the source."""
+    from reverse_etl.erasures import DEFAULT_MAX_SHARE
+
+    return {
+        "detect_erasures": Param(
+            True,
+            type="boolean",
+            description="Delete at the vendor the records we delivered that are gone from the source "
+            "(syncs with a <entity>.keys.sql file).",
+        ),
+        "max_erasure_share": Param(
+            DEFAULT_MAX_SHARE,
+            type="number",
+            minimum=0,
+            maximum=1,
+            description="Refuse (delete nothing, fail the load) when a larger share of the delivered records "
+            "is gone from the source; raise it for one run to carry out a deliberate mass erasure.",
+        ),
+    }
+
+
 def build_sync_dag(
     *,
     dag_id: str,
@@ -75,7 +97,11 @@ def build_sync_dag(
         start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
         catchup=False,
         max_active_runs=1,
-        params={**common_params(entities, max_rejected_share), **(extra_params or {})},
+        params={
+            **common_params(entities, max_rejected_share),
+            **(erasure_params() if any(getattr(s.operator, "supports_delete", False) for s in syncs) else {}),
+            **(extra_params or {}),
+        },
         default_args={
             "retries": task_retries(),
             "retry_delay": dt.timedelta(minutes=1),

@@ -49,6 +49,9 @@ class Planned:
     operation: str
     payload_hash: str | None
     payload: str | None
+    # Why the record is planned, when it is not the delta (e.g. an erasure: "gone from the source"); kept
+    # in the row's ``error`` while pending and written with the vendor's answer, so a resumed run keeps it.
+    reason: str | None = None
 
 
 def _now() -> dt.datetime:
@@ -351,7 +354,7 @@ class Ledger:
                 "status": PENDING,
                 "payload_hash": p.payload_hash,
                 "payload": p.payload,
-                "error": None,
+                "error": p.reason,
                 "vendor_ref": None,
                 "attempts": 0,
                 "first_run_id": self.run_id,
@@ -375,6 +378,7 @@ class Ledger:
                     "updated_at",
                 ],
             )
+            self._log(conn, ((p.key, PENDING, p.reason) for p in planned if p.reason))
 
     def mark_rejected(self, rejected: list[tuple[str, str]]) -> None:
         """Record rows that failed the data-quality checks, with the readable reason."""
@@ -435,7 +439,7 @@ class Ledger:
         last = ""
         while True:
             query = (
-                select(t.c.record_key, t.c.operation, t.c.payload_hash, t.c.payload)
+                select(t.c.record_key, t.c.operation, t.c.payload_hash, t.c.payload, t.c.error)
                 .where(self._scope() & (t.c.status == status) & (t.c.record_key > last))
                 .order_by(t.c.record_key)
                 .limit(batch_size)
@@ -444,8 +448,44 @@ class Ledger:
                 rows = conn.execute(query).all()
             if not rows:
                 return
-            yield [Planned(r.record_key, r.operation, r.payload_hash, r.payload) for r in rows]
+            yield [
+                Planned(
+                    r.record_key,
+                    r.operation,
+                    r.payload_hash,
+                    r.payload,
+                    r.error if status == PENDING else None,
+                )
+                for r in rows
+            ]
             last = rows[-1].record_key
+
+    def iter_delivered_keys(self, batch_size: int) -> Iterator[list[str]]:
+        """Keyset-paged keys of records that are at the vendor because we put them there: a
+        ``delivered_hash`` and not deleted since. Records in motion (``pending``, ``in_flight``) are left
+        out: a run is about to send them, or a vendor job holds them."""
+        from sqlalchemy import select
+
+        t = self.ledger
+        last = ""
+        while True:
+            query = (
+                select(t.c.record_key)
+                .where(
+                    self._scope()
+                    & t.c.delivered_hash.is_not(None)
+                    & t.c.status.not_in([PENDING, IN_FLIGHT])
+                    & (t.c.record_key > last)
+                )
+                .order_by(t.c.record_key)
+                .limit(batch_size)
+            )
+            with self.engine.connect() as conn:
+                keys = list(conn.execute(query).scalars())
+            if not keys:
+                return
+            yield keys
+            last = keys[-1]
 
     def count_status(self, status: str) -> int:
         from sqlalchemy import func, select

@@ -16,6 +16,7 @@ REPORT_COLUMNS = (
     "unchanged_skipped",
     "sent",
     "deleted",
+    "erased",
     "deletes_skipped",
     "failed",
     "requests",

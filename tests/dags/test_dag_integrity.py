@@ -82,3 +82,10 @@ def test_voucherify_orders_wait_for_customers_and_products(dagbag):
     dag = dagbag.dags["voucherify_sync"]
     upstream = dag.get_task("orders.load").upstream_task_ids
     assert {"customers.load", "products.load", "orders.validate"} <= upstream
+
+
+def test_dags_that_delete_offer_the_erasure_params(dagbag):
+    for dag_id in ("voucherify_sync", "salesmanago_sync"):
+        params = dagbag.dags[dag_id].params
+        assert params["detect_erasures"] is True and params["max_erasure_share"] == 0.05
+    assert "detect_erasures" not in dagbag.dags["salesfire_sync"].params  # nothing there can delete

@@ -13,18 +13,60 @@ from reverse_etl.warehouse import WarehouseHook
 from reverse_etl.window import Window
 from sandbox.env import conn_json
 
-MAPPINGS = sorted((p.parent.name, p.stem) for p in (include_dir() / "sql").glob("*/*.sql"))
+MAPPINGS = sorted(
+    (p.parent.name, p.stem) for p in (include_dir() / "sql").glob("*/*.sql") if not p.stem.endswith(".keys")
+)
+# Keys files of the erasure sweep: every key present in the source, no window.
+KEYS = sorted(
+    (p.parent.name, p.name.removesuffix(".keys.sql")) for p in (include_dir() / "sql").glob("*/*.keys.sql")
+)
 MONTH = Window(dt.datetime(2026, 10, 1, tzinfo=dt.UTC), dt.datetime(2026, 11, 1, tzinfo=dt.UTC))
+FOUR_DAYS = Window(dt.datetime(2026, 10, 28, tzinfo=dt.UTC), dt.datetime(2026, 11, 1, tzinfo=dt.UTC))
 
 
-def _select(hook: WarehouseHook, destination: str, entity: str) -> tuple[list[str], list[str]]:
-    sql = render_sql(destination, entity, MONTH, hook.dialect)
+def _select(
+    hook: WarehouseHook, destination: str, entity: str, window: Window = MONTH
+) -> tuple[list[str], list[str]]:
+    sql = render_sql(destination, entity, window, hook.dialect)
     columns: list[str] = []
     keys: list[str] = []
     for batch in hook.stream(sql, 5000):
         columns = batch.schema.names
         keys += [str(k) for k in batch.column("_key").to_pylist()]
     return columns, keys
+
+
+def _source_keys(hook: WarehouseHook, destination: str, entity: str) -> tuple[list[str], list[str]]:
+    from reverse_etl.erasures import render_keys_sql
+
+    columns: list[str] = []
+    keys: list[str] = []
+    for batch in hook.stream(render_keys_sql(destination, entity, hook.dialect), 5000):
+        columns = batch.schema.names
+        keys += [str(k) for k in batch.column("_key").to_pylist()]
+    return columns, keys
+
+
+def test_keys_files_select_every_key_of_their_sync_in_the_same_form(warehouse, monkeypatch):
+    """A key the sync delivers but the keys file spells differently would be deleted as 'erased'."""
+    from reverse_etl.operators.salesmanago import SalesmanagoContactsOperator
+    from reverse_etl.operators.voucherify import VoucherifyCustomersOperator
+
+    assert {("voucherify", "customers"), ("salesmanago", "contacts")} <= set(KEYS)
+    deletable = {
+        (op.destination, op.entity) for op in (VoucherifyCustomersOperator, SalesmanagoContactsOperator)
+    }
+    assert set(KEYS) <= deletable, "a keys file only makes sense for a sync that can delete"
+    monkeypatch.setenv("AIRFLOW_CONN_DUCK", conn_json("duckdb", host=str(warehouse)))
+    duck = WarehouseHook("duck")
+    for destination, entity in KEYS:
+        columns, keys = _source_keys(duck, destination, entity)
+        assert columns == ["_key"], f"{destination}.{entity}.keys.sql"
+        assert len(keys) == len(set(keys)), f"{destination}.{entity}.keys.sql repeats keys"
+        _, delta = _select(duck, destination, entity)
+        assert delta and set(delta) <= set(keys), f"{destination}.{entity}: keys differ from the sync's _key"
+        _, days = _select(duck, destination, entity, FOUR_DAYS)
+        assert len(keys) > len(set(days)) > 0, "the keys file must not be window-bound"
 
 
 def test_every_destination_has_its_mappings():
@@ -59,3 +101,8 @@ def test_each_mapping_selects_the_same_records_on_duckdb_and_postgresql(
         assert duck_keys, f"{destination}.{entity} selects nothing over the sample month"
         assert pg_columns == duck_columns, f"{destination}.{entity}"
         assert sorted(pg_keys) == sorted(duck_keys), f"{destination}.{entity}"
+    for destination, entity in KEYS:
+        duck_columns, duck_keys = _source_keys(duck, destination, entity)
+        pg_columns, pg_keys = _source_keys(pg, destination, entity)
+        assert duck_keys and pg_columns == duck_columns, f"{destination}.{entity}.keys.sql"
+        assert sorted(pg_keys) == sorted(duck_keys), f"{destination}.{entity}.keys.sql"

@@ -8,6 +8,10 @@ progress logs and the report.
 Resume: records are written ``pending`` (with their payload) before anything is sent, async jobs are
 recorded ``in_flight`` before they are polled, and every answer is recorded batch by batch. A retried or
 later run polls unfinished jobs first, then sends whatever is still pending: nothing twice, nothing skipped.
+
+Erasures: after the delta, a sync that can delete and has ``include/sql/<destination>/<entity>.keys.sql``
+deletes the records it delivered that are gone from the source (see ``reverse_etl.erasures``), under the
+same lease and through the same pending/deleted ledger states.
 """
 
 from __future__ import annotations
@@ -120,6 +124,7 @@ class SyncLoadOperator(BaseOperator):
             "carried_over": 0,
             "sent": 0,
             "deleted": 0,
+            "erased": 0,
             "failed": 0,
             "previously_failed": 0,
             "resumed_jobs": 0,
@@ -135,7 +140,9 @@ class SyncLoadOperator(BaseOperator):
                 self._resume_jobs(hook, ledger, counts)
             self._plan(ledger, manifest, counts, context, dry_run=dry_run, full_resync=full_resync)
             if not dry_run:
-                self._deliver(hook, ledger, counts, context)
+                done = self._deliver(hook, ledger, counts, context)
+                counts["carried_over"] = max(0, done - counts["to_send"] - counts["to_delete"])
+            self._sweep_erasures(hook, ledger, counts, context, dry_run=dry_run)
         except Exception as exc:
             status, error = "failed", f"{type(exc).__name__}: {exc}"
             raise
@@ -256,7 +263,71 @@ class SyncLoadOperator(BaseOperator):
                 continue
             self._apply(ledger, outcomes, counts)
 
-    def _deliver(self, hook: Any, ledger: Ledger, counts: dict, context: Any) -> None:
+    def _sweep_erasures(
+        self, hook: Any, ledger: Ledger, counts: dict, context: Any, *, dry_run: bool
+    ) -> None:
+        """Delete the records we delivered that are gone from the source (hard deletes leave no delta).
+
+        Refuses, without deleting anything, when more than ``max_erasure_share`` of the delivered records
+        would go at once, or when the source has no keys at all: a broken source must not empty a vendor.
+        """
+        from reverse_etl import erasures
+
+        params = context["params"]
+        if not self.supports_delete or not params.get("detect_erasures", True):
+            return
+        if not erasures.keys_sql_path(self.destination, self.entity).exists():
+            return
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from reverse_etl.staging import JsonLinesSink, sync_dir
+
+        name = f"{self.destination}.{self.entity}"
+        max_share = float(params.get("max_erasure_share", erasures.DEFAULT_MAX_SHARE))
+        chunk = settings.chunk_rows()
+        with erasures.ErasureSweep(self.destination, self.entity, chunk_rows=chunk) as sweep:
+            scan = sweep.scan(
+                ledger,
+                erasures.stream_source_keys(self.destination, self.entity, chunk),
+                on_progress=ledger.renew_lease,
+            )
+            if scan.erased:
+                with JsonLinesSink(
+                    sync_dir(context["dag"].dag_id, context["run_id"], self.entity) / "erased_keys.jsonl"
+                ) as keys_file:
+                    for keys in scan.batches(chunk):
+                        for key in keys:
+                            keys_file.write({"key": key, "reason": erasures.REASON})
+                scan.keys_path = str(keys_file.path)
+            counts["erasures"] = scan.as_dict()
+            refusal = scan.refusal(name, max_share)
+            log.info(
+                "%s erasures: %d of %d delivered records are gone from the source (%d source keys)%s%s",
+                name,
+                scan.erased,
+                scan.delivered,
+                scan.source_keys,
+                f", e.g. {', '.join(scan.sample)}" if scan.sample else "",
+                f"; all in {scan.keys_path}" if scan.keys_path else "",
+            )
+            if dry_run:
+                counts["erased"] = scan.erased  # would delete; nothing planned
+                if refusal:
+                    counts["erasures"]["refused"] = refusal
+                    log.warning("dry run; a live run would refuse: %s", refusal)
+                return
+            if refusal:
+                counts["erasures"]["refused"] = refusal
+                raise AirflowFailException(refusal)
+            for keys in scan.batches(chunk):
+                ledger.plan([Planned(key, DELETE, None, None, erasures.REASON) for key in keys])
+                ledger.renew_lease()
+            counts["erased"] = scan.erased
+        if counts["erased"]:
+            self._deliver(hook, ledger, counts, context)
+
+    def _deliver(self, hook: Any, ledger: Ledger, counts: dict, context: Any) -> int:
+        """Send every pending record (this run's and any earlier run's); return how many were answered."""
         total = counts["to_send"] + counts["to_delete"]
         done = 0
         last_log = time.monotonic()
@@ -273,8 +344,14 @@ class SyncLoadOperator(BaseOperator):
                     done += len(batch)
             deletes = [p for p in page if p.operation == DELETE]
             for i in range(0, len(deletes), limit):
-                self._apply(ledger, self.send_deletes(hook, deletes[i : i + limit], context), counts)
-                done += len(deletes[i : i + limit])
+                batch = deletes[i : i + limit]
+                reasons = {p.key: p.reason for p in batch if p.reason}
+                outcomes = [
+                    Outcome(o.key, o.status, o.error or reasons.get(o.key)) if o.status == DELETED else o
+                    for o in self.send_deletes(hook, batch, context)
+                ]
+                self._apply(ledger, outcomes, counts)
+                done += len(batch)
             if time.monotonic() - last_log > 10:
                 last_log = time.monotonic()
                 log.info(
@@ -286,7 +363,7 @@ class SyncLoadOperator(BaseOperator):
                     hook.stats.requests,
                     hook.stats.throttled,
                 )
-        counts["carried_over"] = max(0, done - total)
+        return done
 
     def _batches(self, records: list[Planned], limit: int):
         """Batches of at most ``limit`` records and ``max_batch_bytes`` of payload."""
