@@ -1,7 +1,7 @@
 -- SALESmanago contacts (through Data Talks) changed in the window, keyed by email (the upsert key).
 -- data must be flat: one column per Data Talks field; fields beyond these need Data Talks to map them.
--- A soft-deleted customer (deleted_at, also how a GDPR erasure must reach this table) deletes the contact
--- at SALESmanago, if this pipeline sent it.
+-- A soft-deleted customer (deleted_at) deletes the contact at SALESmanago, if this pipeline sent it; a
+-- customer erased outright is found by contacts.keys.sql (the erasure sweep).
 SELECT
     LOWER(email)                                 AS _key,
     deleted_at IS NOT NULL                       AS _deleted,

@@ -27,7 +27,7 @@ class _DataTalksLoad(SyncLoadOperator):
 class SalesmanagoContactsOperator(_DataTalksLoad):
     """``POST /v1/contacts`` per contact; the documented ``DELETE .../Production/contacts`` (the
     connection's ``delete_contact_url``) for a contact the ledger says we sent, once the warehouse
-    soft-deletes it (GDPR erasure included, as a soft delete)."""
+    soft-deletes it, or erases it outright (the erasure sweep, ``contacts.keys.sql``)."""
 
     entity = "contacts"
     supports_delete = True
