@@ -1544,17 +1544,18 @@ class ConnectifSandbox(SandboxServer):
         return Response(200, self._page(req, items))
 
     # ---------------------------------------------------------------------------------------- worker
-    def _pause(self, generation: int, seconds: float) -> bool:
-        """Sleep ``seconds``; False if the sandbox was reset or stopped meanwhile."""
-        deadline = time.monotonic() + seconds
+    def _pause(self, generation: int) -> bool:
+        """Sleep ``async_delay``, re-read while waiting: lowering it releases a waiting job at once (a test
+        holds an import queued for as long as it needs). False if the sandbox was reset or stopped."""
+        started = time.monotonic()
         with self._cond:
             while True:
                 if self._stopping or generation != self._generation:
                     return False
-                left = deadline - time.monotonic()
+                left = started + self.async_delay - time.monotonic()
                 if left <= 0:
                     return True
-                self._cond.wait(left)
+                self._cond.wait(min(left, 0.2))
 
     def _work(self, kind: str) -> None:
         """One worker per job kind: jobs run one at a time, oldest first."""
@@ -1569,7 +1570,7 @@ class ConnectifSandbox(SandboxServer):
                         break
                     self._cond.wait()
                 generation = self._generation
-            if not self._pause(generation, self.async_delay):
+            if not self._pause(generation):
                 continue
             with self._lock:
                 if generation != self._generation or job["status"] != "queued":
@@ -1579,7 +1580,7 @@ class ConnectifSandbox(SandboxServer):
                     job["startedAt"] = _now()
                 fail = self._fail_next[kind] > 0
                 self._fail_next[kind] -= int(fail)
-            if not self._pause(generation, self.async_delay):
+            if not self._pause(generation):
                 continue
             try:
                 with self._lock:

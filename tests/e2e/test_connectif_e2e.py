@@ -248,9 +248,12 @@ def test_killed_run_then_retry_sends_each_purchase_once(connectif):
 
 
 def test_killed_while_an_import_runs_the_retry_collects_it_instead_of_importing_again(connectif):
-    connectif.sandbox.configure(async_delay=3.0)  # the import stays queued long enough to kill the run
+    # The import stays queued until the delay is lowered: the run is killed while it polls, however slow
+    # the machine (a fixed few seconds let a loaded machine finish the import before the kill).
+    connectif.sandbox.configure(async_delay=3600.0)
     proc = connectif.start({"entities": ["contacts"]}, window=ALL_TIME)
-    wait_for(lambda: connectif.sent("POST", "/imports"), timeout=300)
+    # A poll of the import comes after the ledger recorded the job in flight: kill then.
+    wait_for(lambda: connectif.sent("GET", "/imports/"), timeout=300)
     connectif.kill(proc)
     connectif.sandbox.configure(async_delay=0.02)
     retry = connectif.run({"entities": ["contacts"]}, window=ALL_TIME)["reports"]["contacts"]
