@@ -31,6 +31,7 @@ from reverse_etl.operators.connectif import (
 )
 from sandbox.connectif import ConnectifSandbox
 from sandbox.env import CONNECTIF_KEY_ID, CONNECTIF_KEY_SECRET, conn_json
+from tests.contract.capture import capture_sent
 
 CONN = "connectif_bytes"
 ISO8601 = r"^\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?$"
@@ -147,16 +148,7 @@ def hook(monkeypatch, state_store, sandbox):
             ),
         )
         h = ConnectifHook(CONN)
-        session = h.get_conn()
-        sent: list = []
-        real_send = session.send
-
-        def send(prepared, **kwargs):
-            sent.append(prepared)
-            return real_send(prepared, **kwargs)
-
-        session.send = send
-        return h, sent
+        return h, capture_sent(h.get_conn())
 
     return make
 

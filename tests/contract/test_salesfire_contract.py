@@ -21,6 +21,7 @@ from reverse_etl.hooks.salesfire import SalesfireHook
 from reverse_etl.operators.salesfire import SalesfireCustomersOperator
 from sandbox.env import conn_json
 from sandbox.salesfire import SalesfireSandbox
+from tests.contract.capture import capture_sent
 
 CONN = "salesfire_bytes"
 SITE = "site-1"
@@ -59,16 +60,7 @@ def hook(monkeypatch, state_store, sandbox):
             ),
         )
         h = SalesfireHook(CONN)
-        session = h.get_conn()
-        sent: list = []
-        real_send = session.send
-
-        def send(prepared, **kwargs):
-            sent.append(prepared)
-            return real_send(prepared, **kwargs)
-
-        session.send = send
-        return h, sent
+        return h, capture_sent(h.get_conn())
 
     return make
 
