@@ -431,16 +431,17 @@ class Ledger:
             )
             self._log(conn, ((key, DELIVERED, ref) for key, ref in delivered))
 
-    def iter_status(self, status: str, batch_size: int) -> Iterator[list[Planned]]:
-        """Keyset-paged batches of records in ``status`` (any run's), so memory stays flat."""
+    def _keyset_pages(self, columns: list, condition, batch_size: int) -> Iterator[list]:
+        """Rows of this sync matching ``condition``, in key order, ``batch_size`` at a time: keyset paging
+        (``record_key > last``) keeps memory flat and each query cheap however large the ledger."""
         from sqlalchemy import select
 
         t = self.ledger
         last = ""
         while True:
             query = (
-                select(t.c.record_key, t.c.operation, t.c.payload_hash, t.c.payload, t.c.error)
-                .where(self._scope() & (t.c.status == status) & (t.c.record_key > last))
+                select(*columns)
+                .where(self._scope() & condition & (t.c.record_key > last))
                 .order_by(t.c.record_key)
                 .limit(batch_size)
             )
@@ -448,6 +449,14 @@ class Ledger:
                 rows = conn.execute(query).all()
             if not rows:
                 return
+            yield rows
+            last = rows[-1].record_key
+
+    def iter_status(self, status: str, batch_size: int) -> Iterator[list[Planned]]:
+        """Keyset-paged batches of records in ``status`` (any run's), so memory stays flat."""
+        t = self.ledger
+        columns = [t.c.record_key, t.c.operation, t.c.payload_hash, t.c.payload, t.c.error]
+        for rows in self._keyset_pages(columns, t.c.status == status, batch_size):
             yield [
                 Planned(
                     r.record_key,
@@ -458,34 +467,15 @@ class Ledger:
                 )
                 for r in rows
             ]
-            last = rows[-1].record_key
 
     def iter_delivered_keys(self, batch_size: int) -> Iterator[list[str]]:
         """Keyset-paged keys of records that are at the vendor because we put them there: a
         ``delivered_hash`` and not deleted since. Records in motion (``pending``, ``in_flight``) are left
         out: a run is about to send them, or a vendor job holds them."""
-        from sqlalchemy import select
-
         t = self.ledger
-        last = ""
-        while True:
-            query = (
-                select(t.c.record_key)
-                .where(
-                    self._scope()
-                    & t.c.delivered_hash.is_not(None)
-                    & t.c.status.not_in([PENDING, IN_FLIGHT])
-                    & (t.c.record_key > last)
-                )
-                .order_by(t.c.record_key)
-                .limit(batch_size)
-            )
-            with self.engine.connect() as conn:
-                keys = list(conn.execute(query).scalars())
-            if not keys:
-                return
-            yield keys
-            last = keys[-1]
+        condition = t.c.delivered_hash.is_not(None) & t.c.status.not_in([PENDING, IN_FLIGHT])
+        for rows in self._keyset_pages([t.c.record_key], condition, batch_size):
+            yield [r.record_key for r in rows]
 
     def count_status(self, status: str) -> int:
         from sqlalchemy import func, select

@@ -32,6 +32,7 @@ class DataTalksHook(VendorHttpHook):
     vendor = "DataTalks"
     default_host = "https://api.datatalks.se"
     default_requests_per_minute = 100
+    _delete_signer: Any = None  # built on the first delete (its URL may be on another host than the rest)
 
     @property
     def group_key(self) -> str:
@@ -111,7 +112,9 @@ class DataTalksHook(VendorHttpHook):
     def delete_contact(self, email: str) -> None:
         """``DELETE`` on ``delete_contact_url`` with ``{data: {email}}``, signed for that URL's host."""
         url = self.delete_contact_url
-        self._send("DELETE", url, {"email": email}, auth=self.signer(url))
+        if self._delete_signer is None:  # one signer for every delete of this hook, not one per record
+            self._delete_signer = self.signer(url)
+        self._send("DELETE", url, {"email": email}, auth=self._delete_signer)
 
     def add_event(self, event: dict) -> None:
         """``POST /v1/events``: one external event, its ``externalId`` set by the mapping."""

@@ -310,14 +310,14 @@ class SyncLoadOperator(BaseOperator):
                 f", e.g. {', '.join(scan.sample)}" if scan.sample else "",
                 f"; all in {scan.keys_path}" if scan.keys_path else "",
             )
+            if refusal:
+                counts["erasures"]["refused"] = refusal
             if dry_run:
                 counts["erased"] = scan.erased  # would delete; nothing planned
                 if refusal:
-                    counts["erasures"]["refused"] = refusal
                     log.warning("dry run; a live run would refuse: %s", refusal)
                 return
             if refusal:
-                counts["erasures"]["refused"] = refusal
                 raise AirflowFailException(refusal)
             for keys in scan.batches(chunk):
                 ledger.plan([Planned(key, DELETE, None, None, erasures.REASON) for key in keys])
