@@ -361,6 +361,21 @@ def signature_holds(prepared: requests.PreparedRequest, region: str = REGION) ->
     ] == botocore_authorization(prepared, region)
 
 
+@pytest.fixture
+def offline_hook(monkeypatch, tmp_path):
+    """A DataTalksHook on Data Talks' default host and delete URL whose requests a capture transport keeps:
+    nothing leaves the machine."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SALESMANAGO_DEFAULT",
+        conn_json("http", login=ACCESS_KEY, password=SECRET_KEY, extra={"group_key": GROUP_KEY}),
+    )
+    monkeypatch.setenv("RETL_RATE_LIMIT_URL", f"sqlite:///{tmp_path / 'rl.sqlite'}")
+    hook = DataTalksHook()
+    capture = _Capture()
+    hook.get_conn().mount("https://", capture)
+    return hook, capture
+
+
 @pytest.mark.parametrize(
     ("call", "method", "url", "check_data"),
     [
@@ -401,18 +416,11 @@ def signature_holds(prepared: requests.PreparedRequest, region: str = REGION) ->
     ids=["contacts", "products", "delete", "lookup"],
 )
 def test_botocore_computes_the_hooks_signature_on_the_documented_urls(
-    monkeypatch, tmp_path, call, method, url, check_data
+    offline_hook, call, method, url, check_data
 ):
     """No host (Data Talks' default) and no delete_contact_url (the documented one): nothing leaves the
     machine, the capture transport keeps the request."""
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_SALESMANAGO_DEFAULT",
-        conn_json("http", login=ACCESS_KEY, password=SECRET_KEY, extra={"group_key": GROUP_KEY}),
-    )
-    monkeypatch.setenv("RETL_RATE_LIMIT_URL", f"sqlite:///{tmp_path / 'rl.sqlite'}")
-    hook = DataTalksHook()
-    capture = _Capture()
-    hook.get_conn().mount("https://", capture)
+    hook, capture = offline_hook
     call(hook)
     (prepared,) = capture.sent
     assert (prepared.method, prepared.url) == (method, url)
@@ -431,16 +439,9 @@ def test_botocore_computes_the_hooks_signature_on_the_documented_urls(
         assert check_data(None)
 
 
-def test_botocore_would_notice_a_changed_body(monkeypatch, tmp_path):
+def test_botocore_would_notice_a_changed_body(offline_hook):
     """The check is not vacuous: the same request with one byte changed no longer matches."""
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_SALESMANAGO_DEFAULT",
-        conn_json("http", login=ACCESS_KEY, password=SECRET_KEY, extra={"group_key": GROUP_KEY}),
-    )
-    monkeypatch.setenv("RETL_RATE_LIMIT_URL", f"sqlite:///{tmp_path / 'rl.sqlite'}")
-    hook = DataTalksHook()
-    capture = _Capture()
-    hook.get_conn().mount("https://", capture)
+    hook, capture = offline_hook
     hook.upsert_contact({"email": "a@example.com"})
     prepared = capture.sent[0]
     assert signature_holds(prepared)
