@@ -1,0 +1,375 @@
+"""The fault matrix: every destination through the faults a delivery meets, against its sandbox.
+
+Destinations: Voucherify (orders), Connectif (contacts), Salesfire (customers), SALESmanago through Data
+Talks (events) over HTTP, and Splio Referral over SFTP. Faults: 5xx bursts then recovery, 429 storms, a
+hung connection (the sandbox stalls longer than the hook's ``timeout_seconds``), a dropped connection, the
+run's process group SIGKILLed mid-load then rerun, two runs of one window at once (the ledger's lease
+serialises them), a deleted and a corrupt state store (refused before any request, the store named).
+
+After each: every record is delivered exactly once, counted at the sandbox per vendor key, or is
+pending/failed in the ledger with a readable reason; and no secret is in any log, report or staging file.
+Several faults share one run where their effects are separable (the sandbox records which request got
+which fault), to keep the module short; windows are one day.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+import sqlalchemy
+
+from sandbox.connectif import ConnectifSandbox
+from sandbox.datatalks import SECRET_KEY, DataTalksSandbox
+from sandbox.env import CONNECTIF_KEY_SECRET, SALESFIRE_LISTS, SALESFIRE_SITE, SANDBOX_APP_TOKEN
+from sandbox.salesfire import SalesfireSandbox
+from sandbox.sftp import SFTPSandbox
+from sandbox.voucherify import VoucherifySandbox
+from tests.e2e.harness import LIMIT, WINDOW, WINDOW_SECONDS, Harness, run_env, wait_for
+
+pytestmark = pytest.mark.e2e
+DAY = ("2026-10-31", "2026-11-01")
+HOOK_TIMEOUT, HANG = 1.5, 3.0  # the hook gives up on an answer after 1.5 s; a hung request stalls 3 s
+BURST, DROPS, STORM = 5, 2, 6  # 5 x 503 = the hook's max_transient_retries; 6 x 429 > it (429s are free)
+
+
+@dataclass(frozen=True)
+class Destination:
+    """One destination's sync and how to read, at its sandbox, what it was given."""
+
+    dag_id: str
+    ledger: str  # the destination's name in the ledger
+    entity: str
+    method: str
+    path: str  # a delivery is ``method`` on this path (or under it, when it ends with "/")
+    key: Callable[[dict], str]  # the vendor's key of one delivery request
+    ledger_keys: bool  # the vendor key is the ledger's record key
+    secrets: tuple[str, ...]
+
+    def deliveries(self, sandbox, since: int = 0) -> list[dict]:
+        """Requests the sandbox answered 2xx with a delivery (a hung one counts: the server went on)."""
+        return [
+            r
+            for r in sandbox.requests[since:]
+            if r["method"] == self.method
+            and (r["path"].startswith(self.path) if self.path.endswith("/") else r["path"] == self.path)
+            and r["status"] is not None
+            and r["status"] < 300
+        ]
+
+    def delivered(self, sandbox, since: int = 0) -> Counter:
+        """Vendor key -> how many times the sandbox took it."""
+        return Counter(self.key(r) for r in self.deliveries(sandbox, since))
+
+
+HTTP = {
+    "voucherify": Destination(
+        "voucherify_sync", "voucherify", "orders", "POST", "/v1/orders",
+        lambda r: r["body"]["source_id"], True, (SANDBOX_APP_TOKEN,),
+    ),
+    "connectif": Destination(
+        "connectif_sync", "connectif", "contacts", "PATCH", "/contacts/",
+        lambda r: unquote(r["path"].removeprefix("/contacts/")).lower(), True, (CONNECTIF_KEY_SECRET,),
+    ),
+    "salesfire": Destination(
+        "salesfire_sync", "salesfire", "customers", "POST", f"/client/{SALESFIRE_SITE}/customers/",
+        lambda r: f"{r['path']}:{(r['body'].get('email') or r['body'].get('mobile_number')).lower()}",
+        False, tuple(SALESFIRE_LISTS.values()),
+    ),
+    "salesmanago": Destination(
+        "salesmanago_sync", "salesmanago", "events", "POST", "/v1/events",
+        lambda r: r["body"]["data"]["externalId"], True, (SECRET_KEY,),
+    ),
+}  # fmt: skip
+SPLIO = Destination(
+    "splio_referral_sync", "splio_referral", "referral_contacts", "PUT", "", lambda r: r, True, ()
+)
+
+
+def with_extra(env: dict, conn: str, **extra) -> None:
+    """Add extras to the connection ``conn`` of ``env`` (an ``AIRFLOW_CONN_*`` JSON)."""
+    body = json.loads(env[conn])
+    body["extra"] = {**body.get("extra", {}), **extra}
+    env[conn] = json.dumps(body)
+
+
+def start_http_sandbox(name: str):
+    if name == "voucherify":
+        return VoucherifySandbox(port=0, limit=LIMIT, window_seconds=WINDOW_SECONDS, async_delay=0.02)
+    if name == "connectif":
+        return ConnectifSandbox(port=0, limit=LIMIT, window_seconds=WINDOW_SECONDS, async_delay=0.02)
+    if name == "salesfire":
+        lists = {(SALESFIRE_SITE, list_name): secret for list_name, secret in SALESFIRE_LISTS.items()}
+        return SalesfireSandbox(port=0, lists=lists)
+    return DataTalksSandbox(port=0, limit=LIMIT, window_seconds=WINDOW_SECONDS)
+
+
+@contextlib.contextmanager
+def http_harness(name: str, warehouse: Path, tmp: Path):
+    """One HTTP destination's harness; its hook gives up on an answer after HOOK_TIMEOUT seconds."""
+    with start_http_sandbox(name) as sandbox:
+        env = run_env(tmp, warehouse, **{f"{name}_url": sandbox.url})
+        with_extra(env, f"AIRFLOW_CONN_{name.upper()}_DEFAULT", timeout_seconds=HOOK_TIMEOUT)
+        harness = Harness(sandbox, env, tmp, dag_id=HTTP[name].dag_id)
+        harness.dest = HTTP[name]
+        yield harness
+
+
+@contextlib.contextmanager
+def splio_harness(warehouse: Path, tmp: Path):
+    """Splio Referral's harness on the SFTP sandbox; ``configure(**extra)`` changes connection extras."""
+    with SFTPSandbox(tmp / "splio") as sftp:
+        harness = Harness(sftp, {}, tmp, dag_id=SPLIO.dag_id)
+        extra = sftp.connection_extra(backoff_base_seconds=0.05)
+        harness.configure = lambda **more: harness.env.update(
+            run_env(
+                tmp,
+                warehouse,
+                splio_sftp={
+                    "host": "127.0.0.1",
+                    "port": sftp.port,
+                    "login": sftp.username,
+                    "extra": {**extra, **more},
+                },
+            )
+        )
+        harness.configure()
+        harness.dest = SPLIO
+        harness.secret_lines = [
+            line for line in sftp.client_private_key_openssh.splitlines() if "-----" not in line
+        ]
+        yield harness
+
+
+@pytest.fixture(params=list(HTTP))
+def http(request, airflow_db, warehouse, tmp_path):
+    with http_harness(request.param, warehouse, tmp_path) as harness:
+        yield harness
+
+
+@pytest.fixture
+def splio(airflow_db, warehouse, tmp_path):
+    with splio_harness(warehouse, tmp_path) as harness:
+        yield harness
+
+
+@pytest.fixture(params=[*HTTP, "splio"])
+def any_destination(request, airflow_db, warehouse, tmp_path):
+    """Each destination's harness, for the cells every transport shares."""
+    if request.param == "splio":
+        with splio_harness(warehouse, tmp_path) as harness:
+            yield harness
+    else:
+        with http_harness(request.param, warehouse, tmp_path) as harness:
+            yield harness
+
+
+# --- what the sandboxes and the ledger say ------------------------------------------------------------
+def delivered_rows(harness) -> Counter:
+    """Vendor key -> times taken: HTTP from the request log, SFTP from the rows of the complete files
+    Splio's pickup would import (temporary dot-files are not picked up)."""
+    if harness.dest is not SPLIO:
+        return harness.dest.delivered(harness.sandbox)
+    counts: Counter = Counter()
+    for name, data in harness.sandbox.files().items():
+        if not name.rsplit("/", 1)[-1].startswith("."):
+            counts.update(line.split(b";", 1)[0].decode() for line in data.splitlines()[1:])
+    return counts
+
+
+def ledger_rows(harness) -> dict[str, tuple[str, str | None]]:
+    engine = sqlalchemy.create_engine(harness.state_url)
+    try:
+        with engine.connect() as con:
+            rows = con.execute(
+                sqlalchemy.text(
+                    "SELECT record_key, status, error FROM sync_ledger WHERE destination = :d AND entity = :e"
+                ),
+                {"d": harness.dest.ledger, "e": harness.dest.entity},
+            ).fetchall()
+    finally:
+        engine.dispose()
+    return {key: (status, error) for key, status, error in rows}
+
+
+def assert_all_delivered_once(harness, counts: Counter, may_double: set[str] = frozenset()) -> None:
+    """Each record the ledger holds as delivered was taken once at the vendor (``may_double``: keys whose
+    request the sandbox went on with after the client gave up on it); nothing is left pending, and what
+    failed says why."""
+    rows = ledger_rows(harness)
+    statuses = Counter(status for status, _ in rows.values())
+    assert set(statuses) <= {"delivered", "rejected", "failed"}, statuses
+    assert all(error for status, error in rows.values() if status == "failed")
+    delivered = {k for k, (status, _) in rows.items() if status == "delivered"}
+    assert len(delivered) == len(counts) > 10
+    if harness.dest.ledger_keys:
+        assert delivered == set(counts)
+    doubled = {k for k, n in counts.items() if n > 1}
+    assert doubled <= may_double and max(counts.values()) <= 2, doubled - may_double
+
+
+def assert_no_secret_leaked(harness) -> None:
+    """No credential in the run logs (they hold the report JSON), staging or quarantine files."""
+    secrets = [*harness.dest.secrets, *getattr(harness, "secret_lines", [])]
+    assert secrets
+    files = [*harness.tmp.glob("*.log"), *(p for p in (harness.tmp / "staging").rglob("*") if p.is_file())]
+    assert any(p.suffix == ".log" for p in files)
+    for path in files:
+        text = path.read_bytes().decode("utf-8", "replace")
+        leaked = [s[:6] + "..." for s in secrets if s in text]
+        assert not leaked, f"{leaked} in {path}"
+    for _status, error in ledger_rows(harness).values():
+        assert not any(s in (error or "") for s in secrets)
+
+
+def run_twice_at_once(harness, conf: dict, window: tuple[str, str], airflow_db: Path) -> list[dict]:
+    """Two runs of one window at once, as two Airflow deployments on one state store would start them
+    (each its own metadata database: two ``dag.test()`` runs of one logical date would collide there)."""
+    other = harness.tmp / "airflow-other.db"
+    shutil.copy(airflow_db / "airflow.db", other)
+    envs = [harness.env, {**harness.env, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{other}"}]
+    logs = [harness.tmp / f"together{n}.log" for n in range(2)]
+    procs = []
+    for env, log in zip(envs, logs, strict=True):
+        with log.open("w") as out:
+            procs.append(
+                subprocess.Popen(
+                    harness.command(conf, window),
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+    results = []
+    for proc, log in zip(procs, logs, strict=True):
+        assert proc.wait(timeout=600) == 0, f"run failed; log in {log}"
+        lines = [line for line in log.read_text().splitlines() if line.startswith("{")]
+        result = json.loads(lines[-1])
+        results.append({r["entity"]: r for r in result["reports"]}[harness.dest.entity])
+    return results
+
+
+# --- HTTP: a killed run, an outage, then 5xx, drops, a hang and a 429 storm while two runs recover ------
+def test_kill_outage_bursts_drops_hang_429_storm_and_two_runs_at_once_deliver_each_record_once(
+    http, airflow_db
+):
+    dest, sandbox = http.dest, http.sandbox
+    conf = {"entities": [dest.entity]}
+
+    # SIGKILL of the run's process group while it delivers (each answer slowed to catch it mid-load).
+    sandbox.inject("slow", delay=0.05, count=100000, path_prefix=dest.path)
+    proc = http.start(conf, window=DAY)
+    wait_for(lambda: len(dest.deliveries(sandbox)) >= 20, timeout=300)
+    http.kill(proc)
+    sandbox.clear_faults()
+    before_kill = set(dest.delivered(sandbox))
+
+    # An outage longer than the hook's retries: the run fails; the rest is pending, and the report says why.
+    mark = len(sandbox.requests)
+    sandbox.inject("status", status=503, count=100000, path_prefix=dest.path)
+    down = http.run(conf, window=DAY, expect_success=False)
+    report = down["reports"][dest.entity]
+    assert down["state"] == "failed" and report["status"] == "failed" and report["sent"] == 0
+    assert "VendorUnavailable" in report["error"] and "503" in report["error"], report["error"]
+    assert not dest.deliveries(sandbox, mark)
+    pending = {k for k, (status, _) in ledger_rows(http).items() if status == "pending"}
+    assert len(pending) >= 10
+    sandbox.clear_faults()
+
+    # Recovery by two runs of the window at once, through a 5xx burst the hook's retries absorb, dropped
+    # connections, one request that hangs past the hook's timeout and a 429 storm longer than the retry
+    # budget. The lease lets one run deliver at a time (long enough not to lapse during the storm).
+    mark = len(sandbox.requests)
+    sandbox.inject("status", status=503, count=BURST, path_prefix=dest.path)
+    sandbox.inject("drop", count=DROPS, skip=3, path_prefix=dest.path)
+    sandbox.inject("slow", delay=HANG, count=1, skip=6, path_prefix=dest.path)
+    sandbox.inject("throttle", count=STORM, skip=9, retry_after=1, path_prefix=dest.path)
+    http.env["RETL_LEASE_SECONDS"] = "60"
+    reports = run_twice_at_once(http, conf, DAY, airflow_db)
+    fired = sandbox.stats()["faults_fired"]
+    assert fired == {"status": BURST, "drop": DROPS, "slow": 1, "throttle": STORM}
+    assert sum(r["transient_errors"] for r in reports) >= BURST + DROPS + 1
+    assert sum(r["throttled"] for r in reports) >= STORM
+    hung = {dest.key(r) for r in dest.deliveries(sandbox, mark) if r["fault"] == "slow"}
+    taken = dest.delivered(sandbox, mark)
+    assert sum(r["sent"] for r in reports) == len(taken) >= len(pending) - 1
+
+    counts = dest.delivered(sandbox)
+    doubled = {k for k, n in counts.items() if n > 1}
+    # Twice at most: the one record whose answer the kill lost, and the hung request's record (the
+    # server went on with it after the hook gave up; the retry sent it again).
+    assert len(doubled - hung) <= 1 and not (doubled - hung) - before_kill, doubled
+    assert_all_delivered_once(http, counts, may_double=doubled)
+    assert_no_secret_leaked(http)
+
+
+# --- SFTP: server unreachable then back, a connection dropped mid-file, a killed upload, two reruns ----
+# 429 storms and hung answers have no SFTP counterpart here: Splio documents no throttling, and the SFTP
+# sandbox cannot stall a transfer; a dropped connection and an unreachable server are the SFTP faults.
+def test_sftp_unreachable_dropped_mid_file_killed_and_two_runs_at_once_leave_each_row_once(splio, airflow_db):
+    sftp = splio.sandbox
+    splio.configure(max_lines=21)  # 20 rows per part: several files, so a drop lands mid-way through one
+
+    # Unreachable (one upload attempt, to be quick): the run fails, nothing is marked delivered, and the
+    # ledger's report of the run says why; the file is rebuilt from the window by the next run.
+    sftp.stop()
+    splio.configure(max_lines=21, upload_attempts=1)
+    down = splio.run(window=WINDOW, expect_success=False)
+    report = down["reports"][SPLIO.entity]
+    assert down["state"] == "failed" and report["status"] == "failed" and report["sent"] == 0
+    assert f"127.0.0.1:{sftp.port}" in report["error"] and "VendorUnavailable" in report["error"]
+    assert "delivered" not in {status for status, _ in ledger_rows(splio).values()} and sftp.files() == {}
+    splio.configure(max_lines=21)
+
+    # Back, but the connection drops mid-file once: the upload is retried; only complete files remain.
+    sftp.start()
+    sftp.drop_after(1500)
+    first = splio.run(window=WINDOW)["reports"][SPLIO.entity]
+    assert sftp.drops == 1 and first["sent"] == report["to_send"] > 20
+    assert len(sftp.pickup()) == len(first["files"]) > 1
+    assert all(p["status"] == "imported" for p in sftp.pickup().values())
+    assert_all_delivered_once(splio, delivered_rows(splio))
+
+    # Killed as the upload starts, then two reruns at once: their files replace the first ones, one run
+    # at a time; no temporary file is left, no row is there twice.
+    sftp.events.clear()
+    proc = splio.start({"full_resync": True}, window=WINDOW)
+    wait_for(lambda: any(e[0] == "open" for e in sftp.events), timeout=300)
+    splio.kill(proc)
+    reports = run_twice_at_once(splio, {"full_resync": True}, WINDOW, airflow_db)
+    assert [r["sent"] for r in reports] == [first["sent"]] * 2
+    assert not [name for name in sftp.files() if name.rsplit("/", 1)[-1].startswith(".")]
+    assert_all_delivered_once(splio, delivered_rows(splio))
+    assert_no_secret_leaked(splio)
+
+
+# --- every destination: a deleted, then a corrupt state store --------------------------------------------
+def test_a_deleted_or_corrupt_state_store_is_refused_before_any_request(any_destination):
+    harness = any_destination
+    store = Path(json.loads(harness.env["AIRFLOW_CONN_RETL_STATE"])["host"])
+    harness.env["RETL_TASK_RETRIES"] = "1"  # a refusal no retry can fix is not retried
+    for damage in ("deleted", "corrupt"):
+        for path in (store, Path(f"{store}-wal"), Path(f"{store}-shm")):
+            path.unlink(missing_ok=True)
+        if damage == "corrupt":
+            store.write_bytes(b"this is not a state store\n" * 200)
+        result = harness.run({"entities": [harness.dest.entity]}, window=DAY, expect_success=False)
+        log = result["log"].read_text()
+        assert result["state"] == "failed", damage
+        assert str(store) in log and "state store" in log.lower(), (damage, result["log"])
+        assert "up_for_retry" not in result["tasks"].values() and "up_for_retry" not in log, damage
+        if harness.dest is SPLIO:
+            assert harness.sandbox.connections == 0 and harness.sandbox.files() == {}, damage
+        else:
+            assert harness.sandbox.requests == [], damage
+        assert store.exists() == (damage == "corrupt"), "a missing store must not be created implicitly"
+    assert_no_secret_leaked(harness)
