@@ -11,6 +11,7 @@ project manager, files picked up on a schedule); what any SFTP server does, this
   connection's ``private_key`` extra); passwords are refused.
 - ``drop_after(n)``: the connection is cut once ``n`` more bytes have been written (the partial file
   stays, as on a real server).
+- ``write_delay``: seconds each write waits before it is done (a slow link; other connections go on).
 - ``connections``: how many SSH connections were accepted.
 - ``files()``: what the folder holds (relative path -> bytes); ``events``: opens, renames, removes.
 - ``pickup()``: what Splio's scheduled import would do with each complete file: every file is checked by
@@ -154,6 +155,13 @@ class _Files(asyncssh.SFTPServer):
                     self.channel.get_extra_info("connection").abort()
                     raise asyncssh.SFTPConnectionLost("connection dropped by the sandbox")
                 sandbox.drop_budget -= len(data)
+            delay = sandbox.write_delay
+        if delay:
+            return self._write_later(delay, file_obj, offset, data)
+        return super().write(file_obj, offset, data)
+
+    async def _write_later(self, delay: float, file_obj: object, offset: int, data: bytes):
+        await asyncio.sleep(delay)  # this connection waits; the others go on
         return super().write(file_obj, offset, data)
 
     def posix_rename(self, oldpath: bytes, newpath: bytes):
@@ -182,6 +190,7 @@ class SFTPSandbox:
         self.lock = threading.Lock()
         self.drop_budget: int | None = None
         self.drops = 0
+        self.write_delay = 0.0
         self.connections = 0  # SSH connections accepted (a run refused before delivering makes none)
         self.events: list[tuple] = []
         self._loop = asyncio.new_event_loop()

@@ -34,9 +34,11 @@ from sandbox.salesfire import SalesfireSandbox
 from sandbox.sftp import SFTPSandbox
 from sandbox.voucherify import VoucherifySandbox
 from tests.e2e.harness import LIMIT, WINDOW, WINDOW_SECONDS, Harness, run_env, wait_for
+from tests.e2e.test_splio_e2e import NAME, expected_file
 
 pytestmark = pytest.mark.e2e
 DAY = ("2026-10-31", "2026-11-01")
+NEXT_DAY = ("2026-11-01", "2026-11-02")  # no changes of its own: what it sends is carried over
 HOOK_TIMEOUT, HANG = 1.5, 3.0  # the hook gives up on an answer after 1.5 s; a hung request stalls 3 s
 BURST, DROPS, STORM = 5, 2, 6  # 5 x 503 = the hook's max_transient_retries; 6 x 429 > it (429s are free)
 
@@ -285,23 +287,31 @@ def test_kill_outage_bursts_drops_hang_429_storm_and_two_runs_at_once_deliver_ea
     assert len(pending) >= 10
     sandbox.clear_faults()
 
-    # Recovery by two runs of the window at once, through a 5xx burst the hook's retries absorb, dropped
-    # connections, one request that hangs past the hook's timeout and a 429 storm longer than the retry
-    # budget. The lease lets one run deliver at a time (long enough not to lapse during the storm).
+    # Recovery by the next day's run - twice at once - which has no changes of its own but delivers what
+    # the failed run left pending, through a 5xx burst the hook's retries absorb, dropped connections, one
+    # request that hangs past the hook's timeout and a 429 storm longer than the retry budget. The lease
+    # lets one run deliver at a time (long enough here not to lapse during the storm).
     mark = len(sandbox.requests)
     sandbox.inject("status", status=503, count=BURST, path_prefix=dest.path)
     sandbox.inject("drop", count=DROPS, skip=3, path_prefix=dest.path)
     sandbox.inject("slow", delay=HANG, count=1, skip=6, path_prefix=dest.path)
     sandbox.inject("throttle", count=STORM, skip=9, retry_after=1, path_prefix=dest.path)
     http.env["RETL_LEASE_SECONDS"] = "60"
-    reports = run_twice_at_once(http, conf, DAY, airflow_db)
+    reports = run_twice_at_once(http, conf, NEXT_DAY, airflow_db)
+    assert all(r["extracted"] == 0 for r in reports)
     fired = sandbox.stats()["faults_fired"]
     assert fired == {"status": BURST, "drop": DROPS, "slow": 1, "throttle": STORM}
     assert sum(r["transient_errors"] for r in reports) >= BURST + DROPS + 1
     assert sum(r["throttled"] for r in reports) >= STORM
     hung = {dest.key(r) for r in dest.deliveries(sandbox, mark) if r["fault"] == "slow"}
     taken = dest.delivered(sandbox, mark)
-    assert sum(r["sent"] for r in reports) == len(taken) >= len(pending) - 1
+    assert sum(r["sent"] for r in reports) == sum(r["carried_over"] for r in reports) == len(taken)
+    after = ledger_rows(http)  # what was pending is now delivered (or refused by the vendor, with why)
+    assert {after[k][0] for k in pending} <= {"delivered", "failed"}
+    recovered = {k for k in pending if after[k][0] == "delivered"}
+    assert len(recovered) == len(taken) and (recovered == set(taken) or not dest.ledger_keys)
+    # Both runs drew on one account bucket: together they never went over the vendor's limit.
+    assert sandbox.stats()["throttled_by_limiter"] == 0
 
     counts = dest.delivered(sandbox)
     doubled = {k for k, n in counts.items() if n > 1}
@@ -313,41 +323,53 @@ def test_kill_outage_bursts_drops_hang_429_storm_and_two_runs_at_once_deliver_ea
 
 
 # --- SFTP: server unreachable then back, a connection dropped mid-file, a killed upload, two reruns ----
-# 429 storms and hung answers have no SFTP counterpart here: Splio documents no throttling, and the SFTP
-# sandbox cannot stall a transfer; a dropped connection and an unreachable server are the SFTP faults.
-def test_sftp_unreachable_dropped_mid_file_killed_and_two_runs_at_once_leave_each_row_once(splio, airflow_db):
+# No 429 storm: Splio documents no throttling and SFTP has none. No hung transfer: the Splio hook sets no
+# timeout on SFTP reads and writes (paramiko waits for ever), so a stalled server would stall the task.
+def test_sftp_unreachable_dropped_mid_file_killed_and_two_runs_at_once_leave_each_row_once(
+    splio, warehouse, airflow_db
+):
     sftp = splio.sandbox
-    splio.configure(max_lines=21)  # 20 rows per part: several files, so a drop lands mid-way through one
+    expected, _ = expected_file(warehouse)
+    lines = expected.split(b"\n")[1:-1]
 
     # Unreachable (one upload attempt, to be quick): the run fails, nothing is marked delivered, and the
-    # ledger's report of the run says why; the file is rebuilt from the window by the next run.
+    # ledger's report of the run says why; the next run builds the window's file again.
     sftp.stop()
-    splio.configure(max_lines=21, upload_attempts=1)
+    splio.configure(max_lines=41, upload_attempts=1)
     down = splio.run(window=WINDOW, expect_success=False)
     report = down["reports"][SPLIO.entity]
     assert down["state"] == "failed" and report["status"] == "failed" and report["sent"] == 0
     assert f"127.0.0.1:{sftp.port}" in report["error"] and "VendorUnavailable" in report["error"]
     assert "delivered" not in {status for status, _ in ledger_rows(splio).values()} and sftp.files() == {}
-    splio.configure(max_lines=21)
 
-    # Back, but the connection drops mid-file once: the upload is retried; only complete files remain.
+    # Back, in parts of 40 rows, and the connection drops in the middle of the first: that upload is
+    # retried, and only complete parts are there, in order, holding every row once.
     sftp.start()
-    sftp.drop_after(1500)
+    splio.configure(max_lines=41)
+    sftp.drop_after(3000)
     first = splio.run(window=WINDOW)["reports"][SPLIO.entity]
-    assert sftp.drops == 1 and first["sent"] == report["to_send"] > 20
-    assert len(sftp.pickup()) == len(first["files"]) > 1
+    files = sftp.files()
+    parts = -(-len(lines) // 40)
+    assert sftp.drops == 1 and len(files) == parts == len(first["files"]) > 1
+    assert sorted(files) == [NAME.replace(".csv", f"_{n:02d}.csv") for n in range(1, parts + 1)]
+    assert (
+        b"".join(b"\n".join(f.split(b"\n")[1:]) for _, f in sorted(files.items()))
+        == b"\n".join(lines) + b"\n"
+    )
     assert all(p["status"] == "imported" for p in sftp.pickup().values())
     assert_all_delivered_once(splio, delivered_rows(splio))
 
-    # Killed as the upload starts, then two reruns at once: their files replace the first ones, one run
-    # at a time; no temporary file is left, no row is there twice.
+    # Killed in the middle of an upload (the link is slow), then two reruns at once, back to one file per
+    # window: the window's single file replaces every part; no temporary file is left, no row twice.
+    splio.configure()
+    sftp.write_delay = 1.0
     sftp.events.clear()
     proc = splio.start({"full_resync": True}, window=WINDOW)
     wait_for(lambda: any(e[0] == "open" for e in sftp.events), timeout=300)
     splio.kill(proc)
     reports = run_twice_at_once(splio, {"full_resync": True}, WINDOW, airflow_db)
     assert [r["sent"] for r in reports] == [first["sent"]] * 2
-    assert not [name for name in sftp.files() if name.rsplit("/", 1)[-1].startswith(".")]
+    assert sftp.files() == {NAME: expected}
     assert_all_delivered_once(splio, delivered_rows(splio))
     assert_no_secret_leaked(splio)
 

@@ -13,7 +13,7 @@ import pytest
 
 from reverse_etl.ledger import record_history
 from sandbox.datatalks import DELETE_PATH, GROUP_KEY, PRODUCT_FIELDS, PRODUCT_REQUIRED, DataTalksSandbox
-from tests.e2e.harness import LIMIT, WINDOW_SECONDS, Harness, run_env, wait_for
+from tests.e2e.harness import LIMIT, WINDOW_SECONDS, Harness, run_env
 from tests.e2e.test_voucherify_e2e import quarantined
 
 pytestmark = pytest.mark.e2e
@@ -207,23 +207,11 @@ def test_changed_events_are_not_sent_again_and_deletes_touch_only_our_contacts(s
     assert history["current"]["status"] == "deleted"
 
 
-def test_faults_dry_run_kill_and_the_contact_lookup(salesmanago):
+def test_dry_run_sends_nothing_then_the_contact_lookup_finds_what_a_run_sent(salesmanago):
     dry = salesmanago.run({"dry_run": True}, window=DAY)
     assert salesmanago.sandbox.requests == [] and dry["reports"]["events"]["to_send"] > 100
 
-    salesmanago.sandbox.inject("status", status=504, count=3, path_prefix="/v1/events")
-    salesmanago.sandbox.inject("drop", count=2, skip=10, path_prefix="/v1/events")
-    salesmanago.sandbox.inject("throttle", count=3, skip=30, path_prefix="/v1/events")
-    salesmanago.sandbox.inject("slow", delay=0.02, count=100000, path_prefix="/v1/events")
-    proc = salesmanago.start({"entities": ["contacts", "events"]}, window=DAY)
-    wait_for(lambda: len(salesmanago.sent("POST", "/v1/events")) >= 60, timeout=300)
-    salesmanago.kill(proc)
-    salesmanago.sandbox.clear_faults()
-    retry = salesmanago.run({"entities": ["contacts", "events"]}, window=DAY)["reports"]["events"]
-    ids = Counter(e["externalId"] for e in salesmanago.sandbox.store["events"])
-    assert sum(n - 1 for n in ids.values()) <= 1  # at most the one in flight at the kill
-    assert retry["failed"] == 0 and len(ids) >= retry["to_send"]
-
+    salesmanago.run({"entities": ["contacts"]}, window=DAY)
     email = next(c for c, v in salesmanago.sandbox.store["contacts"].items() if not v.get("_from_event"))
     cli = [sys.executable, "-m", "reverse_etl.cli", "--state", salesmanago.state_url, "salesmanago-contact"]
     done = subprocess.run([*cli, email], env=salesmanago.env, capture_output=True, text=True, timeout=120)

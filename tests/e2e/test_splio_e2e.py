@@ -149,26 +149,6 @@ def test_the_window_file_arrives_byte_for_byte_and_a_rerun_replaces_it(splio, wa
     assert again["files"] == [NAME]
 
 
-def test_parts_then_one_file_and_a_dropped_upload_leaves_only_complete_files(splio, warehouse):
-    expected, _ = expected_file(warehouse)
-    lines = expected.split(b"\n")[1:-1]
-    splio.configure(max_lines=41)  # 40 rows per part
-    splio.sandbox.drop_after(3000)  # the first attempt at the first part dies in the middle
-    report = splio.run()["reports"]["referral_contacts"]
-    files = splio.sandbox.files()
-    parts = -(-len(lines) // 40)
-    assert splio.sandbox.drops == 1 and len(files) == parts == len(report["files"]) > 1
-    assert sorted(files) == [NAME.replace(".csv", f"_{n:02d}.csv") for n in range(1, parts + 1)]
-    assert (
-        b"".join(b"\n".join(f.split(b"\n")[1:]) for _, f in sorted(files.items()))
-        == b"\n".join(lines) + b"\n"
-    )
-
-    splio.configure()  # back to 200,000 lines: the rerun's single file replaces every part
-    splio.run()
-    assert splio.sandbox.files() == {NAME: expected}
-
-
 def test_no_changes_no_file_and_dry_run_uploads_nothing(splio):
     empty = splio.run(window=("2026-12-01", "2026-12-02"))["reports"]["referral_contacts"]
     assert empty["files"] == [] and empty["sent"] == 0
