@@ -118,6 +118,10 @@ class _Auth(asyncssh.SSHServer):
     def __init__(self, sandbox: SFTPSandbox):
         self.sandbox = sandbox
 
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        if self.sandbox.down:  # an outage: connections are cut before the SSH handshake
+            conn.abort()
+
     def begin_auth(self, username: str) -> bool:
         return True
 
@@ -147,6 +151,7 @@ class _Files(asyncssh.SFTPServer):
                 if len(data) > sandbox.drop_budget:
                     sandbox.drop_budget = None
                     sandbox.drops += 1
+                    sandbox.down = sandbox.down_after_drop
                     self.channel.get_extra_info("connection").abort()
                     raise asyncssh.SFTPConnectionLost("connection dropped by the sandbox")
                 sandbox.drop_budget -= len(data)
@@ -178,6 +183,8 @@ class SFTPSandbox:
         self.lock = threading.Lock()
         self.drop_budget: int | None = None
         self.drops = 0
+        self.down = False
+        self.down_after_drop = False
         self.events: list[tuple] = []
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
@@ -196,10 +203,17 @@ class SFTPSandbox:
         return {"private_key": self.client_private_key_openssh, "host_key": self.host_key_line, **more}
 
     # --- control ----------------------------------------------------------------------------------------
-    def drop_after(self, n_bytes: int) -> None:
-        """Cut the connection once ``n_bytes`` more bytes have been written."""
+    def drop_after(self, n_bytes: int, stay_down: bool = False) -> None:
+        """Cut the connection once ``n_bytes`` more bytes have been written; with ``stay_down``, the
+        server then cuts every new connection too (an outage) until :meth:`bring_up`."""
         with self.lock:
             self.drop_budget = n_bytes
+            self.down_after_drop = stay_down
+
+    def bring_up(self) -> None:
+        """End the outage ``drop_after(..., stay_down=True)`` started."""
+        with self.lock:
+            self.down = self.down_after_drop = False
 
     def files(self) -> dict[str, bytes]:
         return {
