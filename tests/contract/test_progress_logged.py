@@ -4,6 +4,7 @@ Real sandboxes over real HTTP; one line per interval whatever the number of poll
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -122,3 +123,22 @@ def test_a_full_import_queue_and_a_running_import_are_reported(connectif, progre
     assert any("last status 'queued' (total 0, success 0, errors 0)" in line for line in lines), lines
     refused = [r for r in sandbox.requests if r["path"] == "/imports/" and r["status"] == 400]
     assert refused and first["id"] != second["id"]
+
+
+def test_transient_retries_are_one_reported_wait_naming_the_last_problem(
+    voucherify, progress_log, monkeypatch
+):
+    sandbox, _ = voucherify
+    sandbox.inject("status", status=503, count=3)
+    extra = {"requests_per_minute": 60_000, "rate_window_seconds": 1, "backoff_base_seconds": 0.4}
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{CONN.upper()}",
+        conn_json("http", host=sandbox.url, login=SANDBOX_APP_ID, password=SANDBOX_APP_TOKEN, extra=extra),
+    )
+    hook = VoucherifyHook(CONN)
+    hook.upsert_order(ORDER)  # backoffs of at least 0.2, 0.4 and 0.8 s
+    lines = progress_log(f"waiting for Voucherify at {sandbox.url} to answer POST /v1/orders: ")
+    assert lines and all(re.search(r": [0-9.]+ s, retry [123]/5 after 503", line) for line in lines), lines
+    assert any(", retry 3/5 after 503" in line for line in lines), lines  # the news follows the retries
+    done = progress_log(f"done waiting for Voucherify at {sandbox.url} to answer POST /v1/orders after ")
+    assert len(done) == 1 and done[0].endswith("Voucherify answered 200")
