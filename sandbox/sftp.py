@@ -167,6 +167,8 @@ class _Files(asyncssh.SFTPServer):
 
     def remove(self, path: bytes):
         self.sandbox.events.append(("remove", path.decode()))
+        if path.decode().lstrip("/") in self.sandbox.protected:
+            raise asyncssh.SFTPPermissionDenied("permission denied (sandbox: protected)")
         return super().remove(path)
 
 
@@ -185,6 +187,7 @@ class SFTPSandbox:
         self.drops = 0
         self.down = False
         self.down_after_drop = False
+        self.protected: set[str] = set()  # names (relative to root) whose removal is refused
         self.events: list[tuple] = []
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None

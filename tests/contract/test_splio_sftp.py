@@ -265,3 +265,17 @@ def test_the_next_upload_removes_our_leftover_temporary_files_and_nothing_else(
     assert progress_log("removed /.x.uploading (") == [
         "removed /.x.uploading (5 bytes), the partial file of an earlier failed upload"
     ]
+
+
+def test_a_leftover_that_cannot_be_removed_does_not_stop_the_upload(
+    sftp, monkeypatch, tmp_path, progress_log
+):
+    (sftp.root / ".x.uploading").write_bytes(b"123")
+    sftp.protected.add(".x.uploading")  # the server refuses to delete it (another account's file, say)
+    local = tmp_path / "f.csv"
+    local.write_bytes(b"unique_id;email\nR1;r@example.com\n")
+    hook = wire(monkeypatch, sftp)
+    hook.upload(str(local), "referral_contacts_20261031.csv")
+    assert sftp.files() == {".x.uploading": b"123", "referral_contacts_20261031.csv": local.read_bytes()}
+    warned = progress_log("could not remove /.x.uploading (3 bytes), left by a failed upload: ")
+    assert len(warned) == 1

@@ -130,15 +130,24 @@ class SplioSFTPHook(SFTPHook):
 
     def _remove_leftovers(self, sftp: Any) -> None:
         """Remove our temporary files (``.<name>.uploading``) that failed uploads left in ``remote_dir``;
-        other files, whatever their name, stay."""
+        other files, whatever their name, stay. One that cannot be removed is logged and left: Splio
+        ignores dot-files, so it must not stop the upload."""
         for entry in sftp.listdir_attr(self.remote_dir):
-            if TEMP_NAME.fullmatch(entry.filename):
-                sftp.remove(posixpath.join(self.remote_dir, entry.filename))
-                log.info(
-                    "removed %s (%s bytes), the partial file of an earlier failed upload",
-                    posixpath.join(self.remote_dir, entry.filename),
-                    entry.st_size,
+            if not TEMP_NAME.fullmatch(entry.filename):
+                continue
+            path = posixpath.join(self.remote_dir, entry.filename)
+            try:
+                sftp.remove(path)
+            except FileNotFoundError:
+                continue  # gone meanwhile
+            except PermissionError as exc:
+                log.warning(
+                    "could not remove %s (%s bytes), left by a failed upload: %s", path, entry.st_size, exc
                 )
+                continue
+            log.info(
+                "removed %s (%s bytes), the partial file of an earlier failed upload", path, entry.st_size
+            )
 
     def _discard(self, temp: str) -> None:
         """Best effort after a failed upload: remove its partial file if the server still answers. A
