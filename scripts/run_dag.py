@@ -18,6 +18,7 @@ import sys
 def run(dag_id: str, conf: dict, logical_date: dt.datetime) -> tuple[str, str, list[dict], dict, dict]:
     from airflow.dag_processing.dagbag import DagBag
 
+    from reverse_etl.errors import SyncError
     from reverse_etl.ledger import run_reports
 
     bag = DagBag()
@@ -25,7 +26,11 @@ def run(dag_id: str, conf: dict, logical_date: dt.datetime) -> tuple[str, str, l
         raise SystemExit(f"DAG import errors: {bag.import_errors}")
     dag = bag.dags[dag_id]
     dag_run = dag.test(logical_date=logical_date, run_conf=conf)
-    reports = [row["report"] for row in run_reports(dag_id, dag_run.run_id)]
+    try:
+        reports = [row["report"] for row in run_reports(dag_id, dag_run.run_id)]
+    except SyncError as exc:  # e.g. a missing state store: the run failed on it, say why instead of crashing
+        print(f"no report: {exc}", file=sys.stderr)
+        reports = []
     instances = dag_run.get_task_instances()
     tasks = {ti.task_id: str(ti.state) for ti in instances}
     tries = {ti.task_id: ti.try_number for ti in instances}

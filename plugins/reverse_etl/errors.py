@@ -17,6 +17,14 @@ class ConfigError(SyncError):
     """Malformed or missing configuration: a connection, a SQL file, a suite, a param."""
 
 
+class StateStoreError(ConfigError):
+    """The state store is missing, empty, corrupt or another deployment's: running would resend records."""
+
+
+class StateStoreUnavailable(SyncError):
+    """The state store's database cannot be reached right now: an outage, retried like one."""
+
+
 class RejectedShareExceeded(SyncError):
     """Too many rows failed the data-quality checks: the upstream is probably broken."""
 

@@ -34,6 +34,11 @@ def state_conn_id() -> str:
     return os.environ.get("RETL_STATE_CONN_ID", "retl_state")
 
 
+def deployment() -> str:
+    """Name of this deployment, written into the state store by ``init``: a run refuses another's store."""
+    return os.environ.get("RETL_DEPLOYMENT") or "default"
+
+
 def airflow_home() -> Path:
     return Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow"))
 

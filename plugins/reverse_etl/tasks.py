@@ -43,10 +43,12 @@ def run_extract(destination: str, entity: str) -> dict:
     from airflow.sdk import get_current_context
 
     from reverse_etl.extract import extract
+    from reverse_etl.store import open_store, state_store_url
 
     context = get_current_context()
     params = context["params"]
     skip_unless_selected(params, entity)
+    open_store(state_store_url())  # a missing or foreign store fails the run before any work is done
     window = resolve_window(params, context.get("data_interval_start"), context.get("data_interval_end"))
     return extract(
         destination=destination,

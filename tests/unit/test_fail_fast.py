@@ -14,6 +14,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from reverse_etl.errors import (
     ConfigError,
+    StateStoreError,
     VendorAuthError,
     VendorUnavailable,
     fail_fast,
@@ -30,7 +31,11 @@ GOOD_SQL = "SELECT CAST(customer_id AS VARCHAR) AS _key, false AS _deleted, emai
 # --- the conversion -------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "error",
-    [ConfigError("Connection 'x' is not defined."), VendorAuthError("Voucherify refused connection 'v'.")],
+    [
+        ConfigError("Connection 'x' is not defined."),
+        StateStoreError("State store sqlite:///x.db does not exist: run `python -m reverse_etl.cli init`."),
+        VendorAuthError("Voucherify refused connection 'v'."),
+    ],
 )
 def test_errors_no_retry_can_fix_become_one_fail_exception_without_a_chain(error, caplog):
     @fail_fast()
