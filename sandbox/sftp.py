@@ -11,6 +11,7 @@ project manager, files picked up on a schedule); what any SFTP server does, this
   connection's ``private_key`` extra); passwords are refused.
 - ``drop_after(n)``: the connection is cut once ``n`` more bytes have been written (the partial file
   stays, as on a real server).
+- ``connections``: how many SSH connections (handshakes) clients opened, refused ones included.
 - ``files()``: what the folder holds (relative path -> bytes); ``events``: opens, renames, removes.
 - ``pickup()``: what Splio's scheduled import would do with each complete file: every file is checked by
   ``check_referral_file`` (written from Splio's rules, independently of our CSV writer) and is
@@ -119,6 +120,8 @@ class _Auth(asyncssh.SSHServer):
         self.sandbox = sandbox
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        with self.sandbox.lock:
+            self.sandbox.connections += 1
         if self.sandbox.down:  # an outage: connections are cut before the SSH handshake
             conn.abort()
 
@@ -185,6 +188,7 @@ class SFTPSandbox:
         self.lock = threading.Lock()
         self.drop_budget: int | None = None
         self.drops = 0
+        self.connections = 0  # SSH connections accepted (each starts a handshake)
         self.down = False
         self.down_after_drop = False
         self.protected: set[str] = set()  # names (relative to root) whose removal is refused

@@ -32,6 +32,10 @@ class SplioSFTPHook(SFTPHook):
     hook_name = "Splio Referral SFTP"
 
     def __init__(self, ssh_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        # SSHHook retries every failed connect (tenacity, 3 attempts by default), a wrong host key or a
+        # refused key too: one attempt here, and ``upload`` retries only what can succeed (unreachable
+        # host, dropped connection).
+        kwargs.setdefault("conn_retry_attempts", 1)
         try:
             super().__init__(ssh_conn_id=ssh_conn_id, **kwargs)
         except ValueError as exc:  # a malformed host_key or private_key extra
@@ -68,9 +72,10 @@ class SplioSFTPHook(SFTPHook):
 
     def upload(self, local_path: str, name: str) -> int:
         """Put ``local_path`` as ``<remote_dir>/<name>`` through a temporary name, rename it (replacing a
-        previous file of that name), and check the size on the server. Dropped connections are retried
-        with backoff (``upload_attempts``); then the partial file is removed (when the server still
-        answers) and the task fails for Airflow to retry. Each attempt first removes the temporary files
+        previous file of that name), and check the size on the server. An unreachable server or a dropped
+        connection is retried with backoff (``upload_attempts``); then the partial file is removed (when the
+        server still answers) and the task fails for Airflow to retry. A wrong host key or a refused key
+        fails at once (ConfigError, VendorAuthError). Each attempt first removes the temporary files
         earlier failures left in the folder."""
         import paramiko
 
@@ -151,9 +156,7 @@ class SplioSFTPHook(SFTPHook):
 
     def _discard(self, temp: str) -> None:
         """Best effort after a failed upload: remove its partial file if the server still answers. A
-        failure here is logged, never raised over the upload's own error (the next upload removes it).
-        One connection attempt, not the hook's usual three: the task has already failed."""
-        attempts, self.conn_retry_attempts = self.conn_retry_attempts, 1
+        failure here is logged, never raised over the upload's own error (the next upload removes it)."""
         try:
             with self.get_managed_conn() as sftp:
                 try:
@@ -170,8 +173,6 @@ class SplioSFTPHook(SFTPHook):
                 type(exc).__name__,
                 exc,
             )
-        finally:
-            self.conn_retry_attempts = attempts
 
     @staticmethod
     def _exists(sftp: Any, path: str) -> bool:
