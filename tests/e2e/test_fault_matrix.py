@@ -322,7 +322,7 @@ def test_kill_outage_bursts_drops_hang_429_storm_and_two_runs_at_once_deliver_ea
     assert_no_secret_leaked(http)
 
 
-# --- SFTP: server unreachable then back, a connection dropped mid-file, a killed upload, two reruns ----
+# --- SFTP: a connection dropped mid-file, the server unreachable then back, a killed upload, two reruns --
 # No 429 storm: Splio documents no throttling and SFTP has none. No hung transfer: the Splio hook sets no
 # timeout on SFTP reads and writes (paramiko waits for ever), so a stalled server would stall the task.
 def test_sftp_unreachable_dropped_mid_file_killed_and_two_runs_at_once_leave_each_row_once(
@@ -332,25 +332,26 @@ def test_sftp_unreachable_dropped_mid_file_killed_and_two_runs_at_once_leave_eac
     expected, _ = expected_file(warehouse)
     lines = expected.split(b"\n")[1:-1]
 
-    # Unreachable (one upload attempt, to be quick): the run fails, nothing is marked delivered, and the
-    # ledger's report of the run says why; the next run builds the window's file again.
-    sftp.stop()
-    splio.configure(max_lines=41, upload_attempts=1)
+    # The connection drops mid-file and the server stays unreachable: the upload's attempts fail, the
+    # run fails, nothing is marked delivered, the ledger's report of the run says why, and the partial
+    # file is not one Splio would pick up.
+    splio.configure(max_lines=41)  # parts of 40 rows
+    sftp.drop_after(3000, stay_down=True)
     down = splio.run(window=WINDOW, expect_success=False)
     report = down["reports"][SPLIO.entity]
     assert down["state"] == "failed" and report["status"] == "failed" and report["sent"] == 0
     assert f"127.0.0.1:{sftp.port}" in report["error"] and "VendorUnavailable" in report["error"]
-    assert "delivered" not in {status for status, _ in ledger_rows(splio).values()} and sftp.files() == {}
+    assert "delivered" not in {status for status, _ in ledger_rows(splio).values()}
+    assert sftp.drops == 1 and sftp.pickup() == {}
 
-    # Back, in parts of 40 rows, and the connection drops in the middle of the first: that upload is
-    # retried, and only complete parts are there, in order, holding every row once.
-    sftp.start()
-    splio.configure(max_lines=41)
+    # Back, and the connection drops once more in the middle of the first part: that upload is retried,
+    # and only complete parts are there, in order, holding every row once.
+    sftp.bring_up()
     sftp.drop_after(3000)
     first = splio.run(window=WINDOW)["reports"][SPLIO.entity]
     files = sftp.files()
     parts = -(-len(lines) // 40)
-    assert sftp.drops == 1 and len(files) == parts == len(first["files"]) > 1
+    assert sftp.drops == 2 and len(files) == parts == len(first["files"]) > 1
     assert sorted(files) == [NAME.replace(".csv", f"_{n:02d}.csv") for n in range(1, parts + 1)]
     assert (
         b"".join(b"\n".join(f.split(b"\n")[1:]) for _, f in sorted(files.items()))
