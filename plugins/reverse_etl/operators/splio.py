@@ -3,7 +3,8 @@
 The file is the window's delta: every valid, not deleted row, whether or not an earlier run sent it, so a
 rerun of a window builds the same file and replaces it (same name, renamed over it) instead of adding a
 second copy. Earlier parts of the window that the new upload does not have are removed. Each record's
-delivery (with the file name) goes into the ledger for "what happened to record X".
+delivery (with the file name) goes into the ledger for "what happened to record X". Uploads hold the
+ledger's lease of the sync, as loads do: two runs at once upload one after the other.
 """
 
 from __future__ import annotations
@@ -95,9 +96,19 @@ class SplioReferralUploadOperator(BaseOperator):
                 report["dry_run_files"] = [str(p) for p in parts]
                 report["files"] = names
             else:
+                # One upload at a time into the folder: every upload sweeps the temporary files it finds
+                # there, so another run's upload in progress would be removed under it.
+                from reverse_etl import settings
+
+                ledger.acquire_lease(
+                    f"{context['dag'].dag_id}/{context['run_id']}/{self.task_id}",
+                    ttl=settings.lease_seconds(),
+                    wait=settings.lease_wait_seconds(),
+                )
                 for path, name in zip(parts, names, strict=True):
                     report["bytes"] += hook.upload(str(path), name)
                     log.info("uploaded %s (%d bytes)", name, path.stat().st_size)
+                    ledger.renew_lease()
                 report["files"] = names
                 report["removed"] = hook.remove_others(window_regex(pattern, date), set(names))
                 report["sent"] = self._record_delivery(ledger, manifest, names, max_lines - 1)
@@ -105,6 +116,7 @@ class SplioReferralUploadOperator(BaseOperator):
             report.update(status="failed", error=f"{type(exc).__name__}: {exc}")
             raise
         finally:
+            ledger.release_lease()
             report["seconds"] = round(time.monotonic() - started, 3)
             ledger.record_run(
                 dag_id=context["dag"].dag_id,
