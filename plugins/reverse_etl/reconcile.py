@@ -152,11 +152,13 @@ def reconcile(
     *,
     dry_run: bool = False,
     on_resend: Callable[[str, str, dict], None] | None = None,
+    on_held: Callable[[list[str]], None] | None = None,
     on_progress: Callable[[], None] | None = None,
 ) -> ReconcileReport:
     """Compare the current payloads of ``chunks()`` (lists of mapped rows, read twice) with the vendor's
     records and record the held ones delivered (unless ``dry_run``). ``on_resend(key, why, payload)``
-    hears of every record the next run will send. Sends nothing to the vendor."""
+    hears of every record the next run will send, ``on_held(keys)`` of the held ones. Sends nothing to the
+    vendor."""
     if not getattr(adapter, "can_read_back", False):
         raise CannotReadBack(refusal(adapter))
     report = ReconcileReport()
@@ -205,6 +207,8 @@ def reconcile(
                 held.append((key, digest))
         if held and not dry_run:
             ledger.mark_reconciled(held, detail)
+        if held and on_held:
+            on_held([key for key, _ in held])
         if on_progress:
             on_progress()
     report.requests = hook.stats.requests - requests_before

@@ -7,6 +7,7 @@ Connectif); the next run writes only the changed record, and the ledger says the
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 from reverse_etl.ledger import record_history
 from sandbox.connectif import ConnectifSandbox
 from sandbox.voucherify import VoucherifySandbox
-from tests.e2e.harness import LIMIT, WINDOW, WINDOW_SECONDS, Harness, run_env
+from tests.e2e.harness import LIMIT, WINDOW, WINDOW_SECONDS, Harness, local, run_env
 
 pytestmark = pytest.mark.e2e
 RECONCILED = "reconciled: {} holds it"
@@ -166,6 +167,13 @@ def test_connectif_reconcile_param_after_a_lost_store_resends_only_the_changed_c
 
     lose_and_renew_state_store(connectif)
     change(warehouse_copy, "UPDATE customers SET first_name = 'Reconciled' WHERE LOWER(email) = ?", email)
+
+    # A dry run with reconcile previews only the changed contact and records nothing.
+    dry = connectif.run({"entities": ["contacts"], "reconcile": True, "dry_run": True})["reports"]["contacts"]
+    assert dry["reconciled"]["held"] == first["sent"] - 1 and dry["to_send"] == 1
+    with open(local(dry["dry_run_payloads"]), encoding="utf-8") as preview:
+        assert [json.loads(line)["key"] for line in preview] == [email]
+    assert record_count(connectif.state_url) == 0
 
     # One run: contacts reconcile (one export) and send the changed one; purchases cannot be read back, so
     # their load refuses before sending anything, and says what to do.

@@ -130,6 +130,7 @@ class SyncLoadOperator(BaseOperator):
         manifest = self.manifest or {}
         ledger = Ledger(self.destination, self.entity, context["run_id"])
         hook = self.hook_class(self.vendor_conn_id)
+        self._dry_run_held: set[str] = set()
         counts = {
             "extracted": manifest.get("rows", 0),
             "valid": manifest.get("valid", 0),
@@ -223,6 +224,9 @@ class SyncLoadOperator(BaseOperator):
                     if self.send_once and state.get("status") == DELIVERED:
                         counts["unchanged_skipped"] += 1
                         continue
+                    if key in self._dry_run_held:  # reconcile in a dry run: the vendor holds it
+                        counts["unchanged_skipped"] += 1
+                        continue
                     payload = self.build_payload(row, context)
                     digest = payload_hash(payload)
                     if (
@@ -287,6 +291,8 @@ class SyncLoadOperator(BaseOperator):
             lambda: (batch.to_pylist() for batch in iter_parquet(manifest["valid_path"], chunk)),
             context,
             dry_run=dry_run,
+            # A dry run records nothing: its plan leaves the held records out of the preview instead.
+            on_held=self._dry_run_held.update if dry_run else None,
             on_progress=ledger.renew_lease,
         )
         counts["reconciled"] = result.as_dict()
