@@ -11,6 +11,7 @@ project manager, files picked up on a schedule); what any SFTP server does, this
   connection's ``private_key`` extra); passwords are refused.
 - ``drop_after(n)``: the connection is cut once ``n`` more bytes have been written (the partial file
   stays, as on a real server).
+- ``connections``: how many SSH connections (handshakes) clients opened, refused ones included.
 - ``files()``: what the folder holds (relative path -> bytes); ``events``: opens, renames, removes.
 - ``pickup()``: what Splio's scheduled import would do with each complete file: every file is checked by
   ``check_referral_file`` (written from Splio's rules, independently of our CSV writer) and is
@@ -118,6 +119,10 @@ class _Auth(asyncssh.SSHServer):
     def __init__(self, sandbox: SFTPSandbox):
         self.sandbox = sandbox
 
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        with self.sandbox.lock:
+            self.sandbox.connections += 1
+
     def begin_auth(self, username: str) -> bool:
         return True
 
@@ -178,6 +183,7 @@ class SFTPSandbox:
         self.lock = threading.Lock()
         self.drop_budget: int | None = None
         self.drops = 0
+        self.connections = 0  # SSH connections accepted (each starts a handshake)
         self.events: list[tuple] = []
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None

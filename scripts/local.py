@@ -148,6 +148,15 @@ def environment(
 
 
 def migrate(env: dict[str, str], log) -> None:
+    """Airflow's metadata database, the vendor pools, and the state store: the one-off setup of a deployment."""
+    say("creating the state store (.airflow/retl/state.db): python -m reverse_etl.cli init")
+    subprocess.run(
+        [sys.executable, "-m", "reverse_etl.cli", "init"],
+        env=env,
+        check=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     say("preparing the Airflow metadata database (.airflow/airflow.db)")
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],

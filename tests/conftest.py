@@ -63,6 +63,9 @@ def state_store(tmp_path, monkeypatch) -> Path:
         "AIRFLOW_CONN_RETL_STATE", connections_env(warehouse="", state=str(path))["AIRFLOW_CONN_RETL_STATE"]
     )
     monkeypatch.setenv("RETL_RATE_LIMIT_URL", f"sqlite:///{tmp_path / 'ratelimit.sqlite'}")
+    from reverse_etl.store import init_store
+
+    init_store(f"sqlite:///{path}")
     return path
 
 

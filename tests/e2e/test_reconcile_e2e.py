@@ -20,7 +20,7 @@ import pytest
 from reverse_etl.ledger import record_history
 from sandbox.connectif import ConnectifSandbox
 from sandbox.voucherify import VoucherifySandbox
-from tests.e2e.harness import LIMIT, WINDOW, WINDOW_SECONDS, Harness, local, run_env
+from tests.e2e.harness import LIMIT, WINDOW, WINDOW_SECONDS, Harness, init_store, local, run_env
 
 pytestmark = pytest.mark.e2e
 RECONCILED = "reconciled: {} holds it"
@@ -41,23 +41,6 @@ def lose_and_renew_state_store(harness: Harness) -> None:
         leftover.unlink(missing_ok=True)
     init_store(harness.state_url)
     assert record_count(harness.state_url) == 0
-
-
-def init_store(url: str) -> None:
-    from sqlalchemy import create_engine
-
-    from reverse_etl import ledger
-
-    if hasattr(ledger, "init_store"):
-        ledger.init_store(url)
-        return
-    engine = create_engine(url)  # before the state store change: the tables, made as the ledger makes them
-    from sqlalchemy import MetaData
-
-    metadata = MetaData()
-    ledger._tables(metadata)
-    metadata.create_all(engine)
-    engine.dispose()
 
 
 def record_count(url: str) -> int:

@@ -29,6 +29,10 @@ class SplioSFTPHook(SFTPHook):
     hook_name = "Splio Referral SFTP"
 
     def __init__(self, ssh_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        # SSHHook retries every failed connect (tenacity, 3 attempts by default), a wrong host key or a
+        # refused key too: one attempt here, and ``upload`` retries only what can succeed (unreachable
+        # host, dropped connection).
+        kwargs.setdefault("conn_retry_attempts", 1)
         try:
             super().__init__(ssh_conn_id=ssh_conn_id, **kwargs)
         except ValueError as exc:  # a malformed host_key or private_key extra
@@ -65,8 +69,9 @@ class SplioSFTPHook(SFTPHook):
 
     def upload(self, local_path: str, name: str) -> int:
         """Put ``local_path`` as ``<remote_dir>/<name>`` through a temporary name, rename it (replacing a
-        previous file of that name), and check the size on the server. Dropped connections are retried
-        with backoff (``upload_attempts``); then the task fails for Airflow to retry."""
+        previous file of that name), and check the size on the server. An unreachable server or a dropped
+        connection is retried with backoff (``upload_attempts``), then the task fails for Airflow to retry;
+        a wrong host key or a refused key fails at once (ConfigError, VendorAuthError)."""
         import paramiko
 
         size = os.path.getsize(local_path)
