@@ -162,7 +162,7 @@ def reconcile(
     if not getattr(adapter, "can_read_back", False):
         raise CannotReadBack(refusal(adapter))
     report = ReconcileReport()
-    requests_before = hook.stats.requests
+    requests_before = _requests(hook)
     to_check: list[str] = []
     for rows in chunks():
         live = [row["_key"] for row in rows if not row.get("_deleted")]
@@ -211,8 +211,13 @@ def reconcile(
             on_held([key for key, _ in held])
         if on_progress:
             on_progress()
-    report.requests = hook.stats.requests - requests_before
+    report.requests = _requests(hook) - requests_before
     return report
+
+
+def _requests(hook: Any) -> int:
+    """Requests the hook has made so far (HTTP hooks count them; the SFTP hook does not)."""
+    return getattr(getattr(hook, "stats", None), "requests", 0)
 
 
 # --- the command line ----------------------------------------------------------------------------------
@@ -225,7 +230,14 @@ def adapter_class(destination: str, entity: str) -> type:
 
     for vendor in ("voucherify", "connectif", "salesmanago", "salesfire"):
         importlib.import_module(f"reverse_etl.operators.{vendor}")
-    found: dict[tuple[str, str], type] = {}
+    from reverse_etl.operators.splio import SplioReferralUploadOperator
+
+    found: dict[tuple[str, str], type] = {
+        (
+            SplioReferralUploadOperator.destination,
+            SplioReferralUploadOperator.entity,
+        ): SplioReferralUploadOperator
+    }
     todo = list(SyncLoadOperator.__subclasses__())
     while todo:
         cls = todo.pop()
@@ -284,7 +296,10 @@ def run_command(
         record_rejections=False,
     )
     adapter = cls(task_id="reconcile", manifest=manifest, vendor_conn_id=conn_id)
-    hook = cls.hook_class(conn_id or cls.hook_class.default_conn_name)
+    if hasattr(cls, "open_hook"):
+        hook = cls.open_hook(conn_id)
+    else:
+        hook = cls.hook_class(conn_id or cls.hook_class.default_conn_name)
     ledger = Ledger(destination, entity, run_id, url=url)
     context = {"params": params, "run_id": run_id}
     chunk = settings.chunk_rows()
