@@ -174,6 +174,11 @@ def reconcile(
             if state.get("status") in (PENDING, IN_FLIGHT):
                 report.in_motion += 1
                 continue
+            if state.get("status") == DELIVERED and state.get("delivered_hash") == payload_hash(
+                adapter.build_payload(row, context)
+            ):
+                report.already += 1  # the ledger knows: no need to ask the vendor
+                continue
             to_check.append(row["_key"])
     to_check = list(dict.fromkeys(to_check))
     vendor_records = adapter.read_back(hook, to_check) if to_check else {}
@@ -184,7 +189,6 @@ def reconcile(
         rows = [row for row in rows if row["_key"] in wanted and not row.get("_deleted")]
         if not rows:
             continue
-        known = ledger.lookup([row["_key"] for row in rows])
         held: list[tuple[str, str]] = []
         for row in rows:
             key = row["_key"]
@@ -200,8 +204,6 @@ def reconcile(
                 report.stale += 1
                 if on_resend:
                     on_resend(key, "stale", payload)
-            elif known.get(key, {}).get("status") == DELIVERED and known[key].get("delivered_hash") == digest:
-                report.already += 1
             else:
                 report.held += 1
                 held.append((key, digest))

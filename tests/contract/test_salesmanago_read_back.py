@@ -42,6 +42,14 @@ def test_contacts_held_stale_and_missing_by_email_lookup(monkeypatch, tmp_path, 
     assert history["events"][-1]["detail"] == "reconciled: SALESmanago holds it"
     assert record_history("salesmanago", "contacts", "bob@example.com", url=url)["current"] is None
 
+    # Again: the ledger now knows Ann, so only Bob and Cy are looked up.
+    before = len(sandbox.requests)
+    again = reconcile(
+        operator, hook, Ledger("salesmanago", "contacts", "r2", url), lambda: [rows], {"params": {}}
+    )
+    assert (again.already, again.held, again.checked) == (1, 0, 2)
+    assert [r["query"]["email"] for r in sandbox.requests[before:]] == ["bob@example.com", "cy@example.com"]
+
 
 def test_events_cannot_be_read_back_and_nothing_is_asked(monkeypatch, tmp_path, sandbox, state_store):
     hook = wire(monkeypatch, tmp_path, sandbox)
