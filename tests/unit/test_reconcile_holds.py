@@ -87,3 +87,22 @@ def test_refusal_names_the_sync_why_and_the_dry_run():
     assert "salesfire.customers cannot be reconciled" in text
     assert "no endpoint that reads customers back" in text
     assert "dry_run" in text and "--dry-run" in text and "dry_run_payloads.jsonl" in text
+
+
+def test_cli_refuses_a_sync_that_cannot_be_read_back_before_touching_anything(tmp_path, capsys):
+    from reverse_etl import cli
+
+    state = tmp_path / "absent.db"
+    assert cli.main(["--state", str(state), "reconcile", "salesfire", "customers"]) == 2
+    err = capsys.readouterr().err
+    assert "salesfire.customers cannot be reconciled" in err and "--dry-run" in err
+    assert not state.exists()  # nothing opened, nothing created
+
+
+def test_cli_names_the_syncs_when_the_sync_is_unknown(tmp_path, capsys):
+    from reverse_etl import cli
+
+    assert cli.main(["--state", str(tmp_path / "s.db"), "reconcile", "voucherify", "vouchers"]) == 2
+    err = capsys.readouterr().err
+    assert "No sync voucherify vouchers" in err and "voucherify customers" in err
+    assert "splio_referral referral_contacts" in err
