@@ -1,4 +1,8 @@
-"""Shared by the demo and the UI launcher: sample warehouse, sandbox process and environment."""
+"""Shared by the demo and the UI launcher: sample warehouse, sandbox processes, environment, setup.
+
+Everything lands under ``RETL_LOCAL_DIR`` (the repository by default): ``.airflow/`` (Airflow's home, the
+state store, the sandboxes' files) and ``data/warehouse.duckdb``.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "plugins")]
 
+from procs import spawn  # noqa: E402
+
 from sandbox.env import (  # noqa: E402
     SALESFIRE_LISTS,
     SALESFIRE_SITE,
@@ -20,8 +26,9 @@ from sandbox.env import (  # noqa: E402
     connections_env,
 )
 
-HOME = REPO / ".airflow"
-WAREHOUSE = REPO / "data" / "warehouse.duckdb"
+BASE = Path(os.environ.get("RETL_LOCAL_DIR") or REPO).resolve()
+HOME = BASE / ".airflow"
+WAREHOUSE = BASE / "data" / "warehouse.duckdb"
 # one per vendor account
 POOLS = (
     "voucherify_default",
@@ -36,9 +43,14 @@ def say(message: str) -> None:
     print(f"==> {message}", flush=True)
 
 
+def shown(path: Path) -> str:
+    """``path`` for messages: relative to the repository when inside it."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def ensure_warehouse(customers: int = 10_000) -> Path:
     if not WAREHOUSE.exists():
-        say(f"building the sample warehouse ({customers:,} customers) in {WAREHOUSE.relative_to(REPO)}")
+        say(f"building the sample warehouse ({customers:,} customers) in {shown(WAREHOUSE)}")
         WAREHOUSE.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [
@@ -87,7 +99,7 @@ def start_sftp(port: int) -> tuple[subprocess.Popen, dict]:
     import json
 
     root = HOME / "retl" / "splio-sftp"
-    proc = subprocess.Popen(
+    proc = spawn(
         [sys.executable, "-m", "sandbox.sftp", "--root", str(root), "--port", str(port)],
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -102,7 +114,7 @@ def start_sftp(port: int) -> tuple[subprocess.Popen, dict]:
 def start_sandbox(vendor: str, port: int, args: list[str]) -> tuple[subprocess.Popen, str]:
     """Start ``python -m sandbox.<vendor>`` on ``port`` and wait until it accepts connections."""
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
+    proc = spawn(
         [sys.executable, "-m", f"sandbox.{vendor}", "--port", str(port), *args],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
@@ -148,7 +160,7 @@ def environment(
 
 
 def migrate(env: dict[str, str], log) -> None:
-    say("preparing the Airflow metadata database (.airflow/airflow.db)")
+    say(f"preparing the Airflow metadata database ({shown(HOME / 'airflow.db')})")
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],
         env=env,
@@ -173,3 +185,16 @@ def migrate(env: dict[str, str], log) -> None:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+
+
+def init_state_store(env: dict[str, str], log) -> None:
+    """Create the state store of connection ``retl_state`` (idempotent): the DAGs refuse a missing one."""
+    say(f"preparing the state store ({shown(HOME / 'retl' / 'state.db')})")
+    subprocess.run(
+        [sys.executable, "-m", "reverse_etl.cli", "init"],
+        env=env,
+        cwd=REPO,
+        check=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
