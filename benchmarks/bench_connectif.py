@@ -77,6 +77,9 @@ def setup_env(url: str, tmp: Path, limit: int, window: float, args: argparse.Nam
         )
     )
     os.environ["RETL_RATE_LIMIT_URL"] = f"sqlite:///{tmp / f'ratelimit-{tag}.sqlite'}"
+    from reverse_etl.store import init_store
+
+    init_store(f"sqlite:///{tmp / 'state.db'}")
 
 
 def per_record(sandbox, size: int, limit: int, window: float) -> dict:

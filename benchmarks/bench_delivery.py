@@ -146,6 +146,9 @@ def _connection_env(url: str, tmp: Path, phase: str, requests_per_minute: float,
         voucherify_extra={"requests_per_minute": requests_per_minute, "rate_window_seconds": window},
     )
     env["RETL_RATE_LIMIT_URL"] = f"sqlite:///{tmp / f'ratelimit-{phase}.sqlite'}"
+    from reverse_etl.store import init_store
+
+    init_store(f"sqlite:///{tmp / 'state.db'}")
     return env
 
 

@@ -105,6 +105,9 @@ def run_size(size: int, warehouse: Path, root: Path, args: argparse.Namespace) -
     env.update(airflow_env(home))
     env.update(connections_env(warehouse=str(warehouse), state=str(home / "state.db")))
     env["RETL_RATE_LIMIT_URL"] = f"sqlite:///{home / 'ratelimit.sqlite'}"
+    from reverse_etl.store import init_store
+
+    init_store(f"sqlite:///{home / 'state.db'}")
     if args.chunk_rows:
         env["RETL_CHUNK_ROWS"] = str(args.chunk_rows)
     else:

@@ -147,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             env["RETL_STAGING_URL"] = (work / "staging").as_uri()
+            from reverse_etl.store import init_store
+
+            init_store(f"sqlite:///{work / 'state.db'}")
             valid = str(work / "valid.parquet")
             _say(f"{size:,} rows: preparing valid.parquet")
             subprocess.run(

@@ -11,6 +11,7 @@ project manager, files picked up on a schedule); what any SFTP server does, this
   connection's ``private_key`` extra); passwords are refused.
 - ``drop_after(n)``: the connection is cut once ``n`` more bytes have been written (the partial file
   stays, as on a real server).
+- ``connections``: how many SSH connections (handshakes) clients opened, refused ones included.
 - ``files()``: what the folder holds (relative path -> bytes); ``events``: opens, renames, removes.
 - ``pickup()``: what Splio's scheduled import would do with each complete file: every file is checked by
   ``check_referral_file`` (written from Splio's rules, independently of our CSV writer) and is
@@ -118,6 +119,12 @@ class _Auth(asyncssh.SSHServer):
     def __init__(self, sandbox: SFTPSandbox):
         self.sandbox = sandbox
 
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        with self.sandbox.lock:
+            self.sandbox.connections += 1
+        if self.sandbox.down:  # an outage: connections are cut before the SSH handshake
+            conn.abort()
+
     def begin_auth(self, username: str) -> bool:
         return True
 
@@ -147,6 +154,7 @@ class _Files(asyncssh.SFTPServer):
                 if len(data) > sandbox.drop_budget:
                     sandbox.drop_budget = None
                     sandbox.drops += 1
+                    sandbox.down = sandbox.down_after_drop
                     self.channel.get_extra_info("connection").abort()
                     raise asyncssh.SFTPConnectionLost("connection dropped by the sandbox")
                 sandbox.drop_budget -= len(data)
@@ -162,6 +170,8 @@ class _Files(asyncssh.SFTPServer):
 
     def remove(self, path: bytes):
         self.sandbox.events.append(("remove", path.decode()))
+        if path.decode().lstrip("/") in self.sandbox.protected:
+            raise asyncssh.SFTPPermissionDenied("permission denied (sandbox: protected)")
         return super().remove(path)
 
 
@@ -178,6 +188,10 @@ class SFTPSandbox:
         self.lock = threading.Lock()
         self.drop_budget: int | None = None
         self.drops = 0
+        self.connections = 0  # SSH connections accepted (each starts a handshake)
+        self.down = False
+        self.down_after_drop = False
+        self.protected: set[str] = set()  # names (relative to root) whose removal is refused
         self.events: list[tuple] = []
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
@@ -196,10 +210,17 @@ class SFTPSandbox:
         return {"private_key": self.client_private_key_openssh, "host_key": self.host_key_line, **more}
 
     # --- control ----------------------------------------------------------------------------------------
-    def drop_after(self, n_bytes: int) -> None:
-        """Cut the connection once ``n_bytes`` more bytes have been written."""
+    def drop_after(self, n_bytes: int, stay_down: bool = False) -> None:
+        """Cut the connection once ``n_bytes`` more bytes have been written; with ``stay_down``, the
+        server then cuts every new connection too (an outage) until :meth:`bring_up`."""
         with self.lock:
             self.drop_budget = n_bytes
+            self.down_after_drop = stay_down
+
+    def bring_up(self) -> None:
+        """End the outage ``drop_after(..., stay_down=True)`` started."""
+        with self.lock:
+            self.down = self.down_after_drop = False
 
     def files(self) -> dict[str, bytes]:
         return {

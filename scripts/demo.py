@@ -15,7 +15,6 @@ from local import (
     ensure_warehouse,
     environment,
     free_port,
-    init_state_store,
     migrate,
     say,
     shown,
@@ -38,7 +37,6 @@ def main() -> int:
         env = environment(url, LIMIT_PER_MINUTE)
         with log_path.open("w") as log:
             migrate(env, log)
-            init_state_store(env, log)
             say(f"Voucherify sandbox at {url} ({LIMIT_PER_MINUTE} requests/minute)")
             say(
                 f"running voucherify_sync for [{WINDOW[0]}, {WINDOW[1]}) - Airflow's log goes to "

@@ -160,6 +160,16 @@ def environment(
 
 
 def migrate(env: dict[str, str], log) -> None:
+    """Airflow's metadata database, the vendor pools, and the state store: the one-off setup of a deployment."""
+    say(f"creating the state store ({shown(HOME / 'retl' / 'state.db')}): python -m reverse_etl.cli init")
+    subprocess.run(
+        [sys.executable, "-m", "reverse_etl.cli", "init"],
+        env=env,
+        cwd=REPO,
+        check=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     say(f"preparing the Airflow metadata database ({shown(HOME / 'airflow.db')})")
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],
@@ -185,16 +195,3 @@ def migrate(env: dict[str, str], log) -> None:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-
-
-def init_state_store(env: dict[str, str], log) -> None:
-    """Create the state store of connection ``retl_state`` (idempotent): the DAGs refuse a missing one."""
-    say(f"preparing the state store ({shown(HOME / 'retl' / 'state.db')})")
-    subprocess.run(
-        [sys.executable, "-m", "reverse_etl.cli", "init"],
-        env=env,
-        cwd=REPO,
-        check=True,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )

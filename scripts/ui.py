@@ -24,7 +24,6 @@ from local import (
     REPO,
     ensure_warehouse,
     environment,
-    init_state_store,
     migrate,
     say,
     shown,
@@ -142,7 +141,6 @@ def main() -> int:
         env.update(airflow_settings(url))
         with (HOME / "ui-setup.log").open("w") as log:
             migrate(env, log)
-            init_state_store(env, log)
         password = admin_password()
         say(f"starting Airflow: {', '.join(COMPONENTS)} (logs in {shown(HOME)}/ui-*.log)")
         airflow = start_airflow(env)

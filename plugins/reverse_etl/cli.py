@@ -1,5 +1,7 @@
-"""Ask the state store what happened, without the Airflow UI.
+"""Create the state store, and ask it what happened, without the Airflow UI.
 
+    python -m reverse_etl.cli init                              # create (or adopt) the store of retl_state
+    python -m reverse_etl.cli --state .airflow/retl/state.db init
     python -m reverse_etl.cli --state .airflow/retl/state.db why voucherify customers 42
     python -m reverse_etl.cli --state postgresql://user@host/db runs voucherify_sync
     python -m reverse_etl.cli failed voucherify orders          # uses the Airflow connection retl_state
@@ -26,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reverse_etl.cli", description=__doc__.splitlines()[0])
     parser.add_argument("--state", help="SQLite file or SQLAlchemy URL of the state store")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser(
+        "init",
+        help="create the state store (or adopt one from an earlier version); a delivery never creates it",
+    )
     why = sub.add_parser("why", help="current status and full history of one record")
     why.add_argument("destination")
     why.add_argument("entity")
@@ -45,6 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     contact.add_argument("--sm-id", help="SALESmanago's contact id (GET /v1/contact_by_sm_id, path inferred)")
     contact.add_argument("--conn-id", default="salesmanago_default")
     args = parser.parse_args(argv)
+    from reverse_etl.errors import SyncError
+
+    try:
+        return _run(parser, args)
+    except SyncError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.command == "init":
+        return init(_url(args.state))
     if args.command == "salesmanago-contact":
         if bool(args.email) == bool(args.sm_id):
             parser.error("salesmanago-contact takes an EMAIL or --sm-id ID (one of them)")
@@ -110,6 +128,25 @@ def main(argv: list[str] | None = None) -> int:
             ).all()
             for row in rows:
                 print(f"{row.record_key}\t{row.status}\t{row.error}")
+    return 0
+
+
+def init(url: str | None) -> int:
+    from reverse_etl.store import init_store
+
+    done = init_store(url)
+    what = {
+        "initialised": "created a new, empty state store",
+        "adopted": f"adopted the existing state store ({done['records']} records kept)",
+        "upgraded": "upgraded the state store",
+        "unchanged": f"the state store is ready ({done['records']} records)",
+    }[done["action"]]
+    print(f"{done['store']}: {what}; deployment '{done['deployment']}', store id {done['store_id']}.")
+    if done["action"] == "initialised":
+        print(
+            "If this deployment delivered before with another store, run "
+            "`python -m reverse_etl.cli reconcile DESTINATION ENTITY` for each sync before the next live run."
+        )
     return 0
 
 

@@ -46,7 +46,7 @@ def render_keys_sql(destination: str, entity: str, dialect: str) -> str:
         return env.from_string(path.read_text(encoding="utf-8")).render(dialect=dialect)
     except jinja2.TemplateError as exc:
         raise ConfigError(
-            f"Cannot render {path}: {exc}. A keys file selects the _key of every record in the source and "
+            f"Cannot render {settings.shown(path)}: {exc}. A keys file selects the _key of every record in the source and "
             "takes no window."
         ) from exc
 
@@ -148,7 +148,7 @@ class ErasureSweep:
         for batch in batches:
             if "_key" not in batch.schema.names:
                 raise ConfigError(
-                    f"{keys_sql_path(self.destination, self.entity)} must select the column _key."
+                    f"{settings.shown(keys_sql_path(self.destination, self.entity))} must select the column _key."
                 )
             keys = pa.table({"k": batch.column("_key").cast(pa.string())})
             con.register("chunk", keys)
@@ -182,4 +182,4 @@ def stream_source_keys(destination: str, entity: str, chunk_rows: int, warehouse
 
     hook = WarehouseHook(warehouse_conn_id or settings.warehouse_conn_id())
     sql = render_keys_sql(destination, entity, hook.dialect)
-    yield from hook.stream(sql, chunk_rows)
+    yield from hook.stream(sql, chunk_rows, source=keys_sql_path(destination, entity))

@@ -30,7 +30,9 @@ def render_sql(destination: str, entity: str, window: Window, dialect: str, **pa
 
     path = sql_path(destination, entity)
     if not path.exists():
-        raise ConfigError(f"No SQL mapping for {destination}.{entity}: expected the file {path}.")
+        raise ConfigError(
+            f"No SQL mapping for {destination}.{entity}: expected the file {settings.shown(path)}."
+        )
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
     try:
         template = env.from_string(path.read_text(encoding="utf-8"))
@@ -41,7 +43,8 @@ def render_sql(destination: str, entity: str, window: Window, dialect: str, **pa
             **params,
         )
     except jinja2.TemplateError as exc:
-        raise ConfigError(f"Cannot render {path}: {exc}") from exc
+        line = f" (line {exc.lineno})" if getattr(exc, "lineno", None) else ""
+        raise ConfigError(f"SQL mapping {settings.shown(path)}{line} does not render: {exc}.") from exc
 
 
 def extract(
@@ -69,12 +72,13 @@ def extract(
     sink = None
     deletes = 0
     try:
-        for batch in hook.stream(sql, chunk_rows):
+        for batch in hook.stream(sql, chunk_rows, source=sql_path(destination, entity)):
             if sink is None:
                 missing = [c for c in META_COLUMNS if c not in batch.schema.names]
                 if missing:
                     raise ConfigError(
-                        f"{sql_path(destination, entity)} must select the columns {', '.join(missing)}."
+                        f"SQL mapping {settings.shown(sql_path(destination, entity))} must select the "
+                        f"columns {', '.join(missing)}."
                     )
                 sink = ParquetSink(out, batch.schema)
             sink.write(batch)

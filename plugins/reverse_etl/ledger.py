@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from reverse_etl import settings
-from reverse_etl.errors import ConfigError
+from reverse_etl.store import open_store, state_store_url
 
 PENDING, IN_FLIGHT, DELIVERED, FAILED, REJECTED, DELETED = (
     "pending",
@@ -30,8 +29,7 @@ PENDING, IN_FLIGHT, DELIVERED, FAILED, REJECTED, DELETED = (
     "deleted",
 )
 UPSERT, DELETE = "upsert", "delete"
-_ENGINES: dict[str, Any] = {}
-_ENGINES_LOCK = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -58,128 +56,9 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def _tables(metadata):
-    from sqlalchemy import Column, DateTime, Index, Integer, String, Table, Text
-
-    ledger = Table(
-        "sync_ledger",
-        metadata,
-        Column("destination", String(64), primary_key=True),
-        Column("entity", String(64), primary_key=True),
-        Column("record_key", String(255), primary_key=True),
-        Column("operation", String(8), nullable=False),
-        Column("status", String(16), nullable=False),
-        Column("payload_hash", String(64)),
-        Column("delivered_hash", String(64)),
-        Column("payload", Text),
-        Column("vendor_ref", String(128)),
-        Column("error", Text),
-        Column("attempts", Integer, nullable=False, default=0),
-        Column("first_run_id", String(255)),
-        Column("last_run_id", String(255)),
-        Column("updated_at", DateTime, nullable=False),
-        Index("ix_sync_ledger_status", "destination", "entity", "status", "record_key"),
-    )
-    events = Table(
-        "sync_events",
-        metadata,
-        Column("id", Integer, primary_key=True, autoincrement=True),
-        Column("destination", String(64), nullable=False),
-        Column("entity", String(64), nullable=False),
-        Column("record_key", String(255), nullable=False),
-        Column("run_id", String(255)),
-        Column("status", String(16), nullable=False),
-        Column("detail", Text),
-        Column("at", DateTime, nullable=False),
-        Index("ix_sync_events_key", "destination", "entity", "record_key"),
-    )
-    runs = Table(
-        "sync_runs",
-        metadata,
-        Column("id", Integer, primary_key=True, autoincrement=True),
-        Column("dag_id", String(255), nullable=False),
-        Column("run_id", String(255), nullable=False),
-        Column("destination", String(64), nullable=False),
-        Column("entity", String(64), nullable=False),
-        Column("try_number", Integer),
-        Column("window_start", String(40)),
-        Column("window_end", String(40)),
-        Column("dry_run", Integer, nullable=False, default=0),
-        Column("status", String(16), nullable=False),
-        Column("started_at", DateTime, nullable=False),
-        Column("finished_at", DateTime),
-        Column("report", Text),
-        Index("ix_sync_runs_run", "dag_id", "run_id"),
-    )
-    leases = Table(
-        "sync_leases",
-        metadata,
-        Column("destination", String(64), primary_key=True),
-        Column("entity", String(64), primary_key=True),
-        Column("holder", String(512), nullable=False),
-        Column("expires_at", DateTime, nullable=False),
-    )
-    return ledger, events, runs, leases
-
-
-def state_store_url(conn_id: str | None = None) -> str:
-    """SQLAlchemy URL of the state store from its Airflow connection (``sqlite`` or ``postgres``)."""
-    from airflow.sdk import BaseHook
-
-    conn_id = conn_id or settings.state_conn_id()
-    try:
-        conn = BaseHook.get_connection(conn_id)
-    except Exception as exc:
-        raise ConfigError(
-            f"State store connection '{conn_id}' is not defined. Set AIRFLOW_CONN_{conn_id.upper()} "
-            "(a SQLite file or a PostgreSQL database; see README, 'Connections')."
-        ) from exc
-    if conn.conn_type == "sqlite":
-        path = conn.host or conn.extra_dejson.get("path")
-        if not path:
-            raise ConfigError(f"State store connection '{conn_id}' needs the SQLite file path in 'host'.")
-        return f"sqlite:///{path}"
-    if conn.conn_type in ("postgres", "postgresql"):
-        from sqlalchemy.engine import URL
-
-        return URL.create(
-            "postgresql+psycopg2",
-            username=conn.login or "postgres",
-            password=conn.password or None,
-            host=conn.host or "127.0.0.1",
-            port=conn.port or 5432,
-            database=conn.schema or "postgres",
-        ).render_as_string(hide_password=False)
-    raise ConfigError(
-        f"State store connection '{conn_id}' has type '{conn.conn_type}'; use sqlite or postgres."
-    )
-
-
-def _engine(url: str):
-    from sqlalchemy import MetaData, create_engine, event
-
-    with _ENGINES_LOCK:
-        if url in _ENGINES:
-            return _ENGINES[url]
-        if url.startswith("sqlite"):
-            from pathlib import Path
-
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(url, connect_args={"timeout": 60})
-
-            @event.listens_for(engine, "connect")
-            def _pragmas(dbapi_conn, _record):  # WAL lets parallel tasks read while one writes
-                cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA synchronous=NORMAL")
-                cur.close()
-        else:
-            engine = create_engine(url, pool_pre_ping=True)
-        metadata = MetaData()
-        tables = _tables(metadata)
-        metadata.create_all(engine)
-        _ENGINES[url] = (engine, *tables)
-        return _ENGINES[url]
+def _engine(url: str, *, check_deployment: bool = True):
+    """The store's engine and tables; refuses a missing, empty, corrupt or foreign store (see ``store``)."""
+    return open_store(url, check_deployment=check_deployment)
 
 
 class Ledger:
@@ -243,10 +122,11 @@ class Ledger:
         from sqlalchemy.exc import IntegrityError
 
         from reverse_etl.errors import SyncError
+        from reverse_etl.progress import Wait
 
         t = self.leases
         scope = (t.c.destination == self.destination) & (t.c.entity == self.entity)
-        deadline = time.monotonic() + wait
+        waiting = Wait(f"the lease on {self.destination}.{self.entity}", wait, logger=log)
         while True:
             now = _now()
             expires = now + dt.timedelta(seconds=ttl)
@@ -277,13 +157,16 @@ class Ledger:
                             break
             except IntegrityError:
                 continue  # another load inserted first: look again
-            if time.monotonic() > deadline:
+            if waiting.expired:
                 raise SyncError(
                     f"{self.destination}.{self.entity} is being loaded by {current.holder} (lease until "
                     f"{current.expires_at} UTC); this load waited {wait:.0f} s and gives up. Airflow's retry "
                     "will try again; clear the other run if it is stuck."
                 )
-            time.sleep(min(5.0, max(0.2, ttl / 10)))
+            if current is not None:
+                waiting.detail = f"held by {current.holder} until {current.expires_at:%Y-%m-%d %H:%M:%S} UTC"
+            waiting.sleep(min(5.0, max(0.2, ttl / 10)))
+        waiting.done(f"{holder} holds it")
         self._lease_renewed = time.monotonic()
         self._lease = (holder, ttl)
 

@@ -17,12 +17,26 @@ def include_dir() -> Path:
     return Path(os.environ.get("RETL_INCLUDE_DIR", REPO_ROOT / "include"))
 
 
+def shown(path: Path) -> str:
+    """A file of the include folder as operators know it (``include/sql/voucherify/customers.sql``, with
+    ``include/`` standing for RETL_INCLUDE_DIR); any other path in full."""
+    try:
+        return f"include/{Path(path).relative_to(include_dir()).as_posix()}"
+    except ValueError:
+        return str(path)
+
+
 def warehouse_conn_id() -> str:
     return os.environ.get("RETL_WAREHOUSE_CONN_ID", "retl_warehouse")
 
 
 def state_conn_id() -> str:
     return os.environ.get("RETL_STATE_CONN_ID", "retl_state")
+
+
+def deployment() -> str:
+    """Name of this deployment, written into the state store by ``init``: a run refuses another's store."""
+    return os.environ.get("RETL_DEPLOYMENT") or "default"
 
 
 def airflow_home() -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from reverse_etl.errors import fail_fast
 from reverse_etl.window import resolve_window
 
 log = logging.getLogger(__name__)
@@ -37,14 +38,17 @@ def skip_unless_selected(params: dict, entity: str) -> None:
         raise AirflowSkipException(f"'{entity}' is not in the param 'entities' for this run")
 
 
+@fail_fast()
 def run_extract(destination: str, entity: str) -> dict:
     from airflow.sdk import get_current_context
 
     from reverse_etl.extract import extract
+    from reverse_etl.store import open_store, state_store_url
 
     context = get_current_context()
     params = context["params"]
     skip_unless_selected(params, entity)
+    open_store(state_store_url())  # a missing or foreign store fails the run before any work is done
     window = resolve_window(params, context.get("data_interval_start"), context.get("data_interval_end"))
     return extract(
         destination=destination,
@@ -55,6 +59,7 @@ def run_extract(destination: str, entity: str) -> dict:
     )
 
 
+@fail_fast()
 def run_validate(manifest: dict) -> dict:
     from airflow.sdk import get_current_context
 
@@ -90,6 +95,7 @@ def format_report(reports: list[dict]) -> str:
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)) for line in lines)
 
 
+@fail_fast()
 def run_report(entities: list[str]) -> dict[str, Any]:
     """Summarise every load of this run from the state store; fail the run if a selected sync has none."""
     from airflow.sdk import get_current_context
@@ -118,7 +124,23 @@ def run_report(entities: list[str]) -> dict[str, Any]:
         e for e in wanted if latest.get(e, {}).get("status", "success") != "success" or e not in latest
     ]
     if unfinished:
-        raise AirflowFailException(
-            f"No successful load for {', '.join(unfinished)}: see the failed task's log (validate or load) above."
+        failed = failed_tasks(context)
+        where = (
+            f"{', '.join(failed)} failed: see {'its' if len(failed) == 1 else 'their'} log"
+            if failed
+            else "see the failed task's log"
         )
+        raise AirflowFailException(f"No successful load for {', '.join(unfinished)}: {where}.")
     return {"entities": reports}
+
+
+def failed_tasks(context: Any) -> list[str]:
+    """Ids of this run's failed tasks (``customers.extract``), from Airflow's task states: the logs to
+    read. Tasks that did not run because of them (upstream_failed) are left out."""
+    dag_id, run_id = context["dag"].dag_id, context["run_id"]
+    try:
+        states = context["ti"].get_task_states(dag_id=dag_id, run_ids=[run_id])
+    except Exception as exc:  # an older API server: the report still fails, with the generic hint
+        log.warning("cannot read the task states of run %s: %s", run_id, exc)
+        return []
+    return sorted(task for task, state in (states.get(run_id) or {}).items() if state == "failed")

@@ -31,21 +31,37 @@ def suite_path(destination: str, entity: str) -> Path:
 
 def load_suite_config(destination: str, entity: str) -> dict:
     path = suite_path(destination, entity)
+    shown = settings.shown(path)
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ConfigError(f"No expectation suite for {destination}.{entity}: expected {path}.") from exc
+        raise ConfigError(f"No expectation suite for {destination}.{entity}: expected {shown}.") from exc
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"Expectation suite {path} is not valid JSON: {exc}") from exc
-    if not isinstance(config.get("expectations"), list):
-        raise ConfigError(f"Expectation suite {path} needs an 'expectations' list.")
+        raise ConfigError(f"Expectation suite {shown} is not valid JSON: {exc}. Fix the file.") from exc
+    if not isinstance(config, dict) or not isinstance(config.get("expectations"), list):
+        raise ConfigError(f"Expectation suite {shown} needs an 'expectations' list.")
     return config
+
+
+def _expectation_problem(exc: Exception) -> str:
+    """GX's complaint about one expectation, on one line."""
+    if isinstance(exc, KeyError):
+        return f"it has no {exc}"
+    if type(exc).__name__ == "ExpectationNotFoundError":
+        return "unknown expectation type (see the Great Expectations gallery for the names)"
+    errors = getattr(exc, "errors", None)
+    if callable(errors):  # pydantic: one entry per bad kwarg
+        try:
+            return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors())
+        except (KeyError, TypeError):
+            pass
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 class SuiteRunner:
     """A Great Expectations suite bound to an ephemeral context, reused for every chunk."""
 
-    def __init__(self, name: str, expectations: list[dict]):
+    def __init__(self, name: str, expectations: list[dict], source: str | None = None):
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -55,14 +71,26 @@ class SuiteRunner:
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
         asset = context.data_sources.add_pandas("retl").add_dataframe_asset("chunk")
         self._batch_definition = asset.add_batch_definition_whole_dataframe("whole")
-        try:
-            configs = [
-                ExpectationConfiguration(type=e["type"], kwargs=e.get("kwargs", {}), meta=e.get("meta") or {})
-                for e in [KEY_NOT_NULL, *expectations]
-            ]
-            self.suite = gx.ExpectationSuite(name=name, expectations=[c.to_domain_obj() for c in configs])
-        except Exception as exc:
-            raise ConfigError(f"Expectation suite '{name}' is malformed: {exc}") from exc
+        self.source = source or f"suite '{name}'"
+        configs = []
+        for number, entry in enumerate([KEY_NOT_NULL, *expectations]):
+            try:
+                configs.append(
+                    ExpectationConfiguration(
+                        type=entry["type"], kwargs=entry.get("kwargs", {}), meta=entry.get("meta") or {}
+                    ).to_domain_obj()
+                )
+            except Exception as exc:
+                entry = entry if isinstance(entry, dict) else {}
+                what = entry.get("type")
+                kwargs = entry.get("kwargs")
+                column = kwargs.get("column") if isinstance(kwargs, dict) else None
+                raise ConfigError(
+                    f"Expectation suite {self.source}: expectation #{number} {what!r}"
+                    f"{f' on column {column!r}' if column else ''} is malformed: "
+                    f"{_expectation_problem(exc)}. Fix the file."
+                ) from exc
+        self.suite = gx.ExpectationSuite(name=name, expectations=configs)
         self.name = name
 
     def check_columns(self, columns: list[str], sql_file: object) -> None:
@@ -73,8 +101,9 @@ class SuiteRunner:
             missing = [c for c in named if c not in columns]
             if missing:
                 raise ConfigError(
-                    f"Suite '{self.name}': {expectation.expectation_type} names column {missing[0]!r}, which "
-                    f"{sql_file} does not select (it selects {', '.join(columns)})."
+                    f"Expectation suite {self.source}: {expectation.expectation_type} names column "
+                    f"{missing[0]!r}, which {sql_file} does not select (it selects {', '.join(columns)}). "
+                    "Fix the suite or the mapping."
                 )
 
     def failures(self, frame, parameters: dict | None = None) -> dict[int, list[dict]]:
@@ -92,18 +121,18 @@ class SuiteRunner:
             message = _raised(item.exception_info)
             if message:
                 raise ConfigError(
-                    f"Suite '{self.name}': {config.type}({config.kwargs}) could not run: {message} "
+                    f"Expectation suite {self.source}: {config.type}({config.kwargs}) could not run: {message} "
                     "(a $PARAMETER compared with a column of another type? DATE columns take "
                     "window_end_date, TIMESTAMP columns window_end)"
                     if "compare" in message
-                    else f"Suite '{self.name}': {config.type}({config.kwargs}) could not run: {message}"
+                    else f"Expectation suite {self.source}: {config.type}({config.kwargs}) could not run: {message}"
                 )
             if item.success:
                 continue
             indexes = item.result.get("unexpected_index_list")
             if indexes is None:
                 raise ConfigError(
-                    f"Suite '{self.name}': {config.type}({config.kwargs}) failed on the whole chunk; only "
+                    f"Expectation suite {self.source}: {config.type}({config.kwargs}) failed on the whole chunk; only "
                     "row-level (column map) expectations can quarantine rows (a date rule whose bounds are "
                     "date-time text on a DATE column, or date text on a TIMESTAMP column, also ends here)."
                 )
@@ -243,7 +272,11 @@ def validate(
         return manifest
     chunk_rows = chunk_rows or settings.chunk_rows()
     config = load_suite_config(destination, entity)
-    runner = SuiteRunner(config.get("name") or f"{destination}.{entity}", config["expectations"])
+    runner = SuiteRunner(
+        config.get("name") or f"{destination}.{entity}",
+        config["expectations"],
+        settings.shown(suite_path(destination, entity)),
+    )
     parameters = suite_parameters(extract_manifest.get("window"))
     superseded = superseded_rows(extract_manifest["path"])
     folder = sync_dir(dag_id, run_id, entity)
@@ -254,7 +287,7 @@ def validate(
         try:
             for batch in iter_parquet(extract_manifest["path"], chunk_rows):
                 if offset == 0:
-                    runner.check_columns(batch.schema.names, sql_path(destination, entity))
+                    runner.check_columns(batch.schema.names, settings.shown(sql_path(destination, entity)))
                 frame = batch.to_pandas()
                 frame.index = range(offset, offset + len(frame))
                 live = frame[~frame["_deleted"].fillna(False).astype(bool)]

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import logging
 import os
-import time
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
@@ -17,6 +19,7 @@ from reverse_etl.errors import ConfigError
 if TYPE_CHECKING:
     import pyarrow as pa
 
+log = logging.getLogger(__name__)
 SUPPORTED = ("duckdb", "postgres")
 
 
@@ -58,12 +61,22 @@ class WarehouseHook(BaseHook):
     def dialect(self) -> str:
         return self.connection.conn_type
 
-    def stream(self, sql: str, chunk_rows: int) -> Iterator[pa.RecordBatch]:
-        """Yield the query's rows as Arrow record batches of at most ``chunk_rows`` rows."""
-        if self.dialect == "duckdb":
-            yield from self._stream_duckdb(sql, chunk_rows)
-        else:
-            yield from self._stream_postgres(sql, chunk_rows)
+    def stream(self, sql: str, chunk_rows: int, source: Path | None = None) -> Iterator[pa.RecordBatch]:
+        """Yield the query's rows as Arrow record batches of at most ``chunk_rows`` rows.
+
+        ``source``: the SQL file the query was rendered from; the database's refusal of the query (syntax,
+        unknown table or column, a failing cast) becomes a ConfigError naming that file, its first line
+        and the line of the file; connection failures pass through (they are retried).
+        """
+        try:
+            if self.dialect == "duckdb":
+                yield from self._stream_duckdb(sql, chunk_rows)
+            else:
+                yield from self._stream_postgres(sql, chunk_rows)
+        except Exception as exc:
+            if source is None or not _refused_query(exc):
+                raise
+            raise ConfigError(mapping_error(source, self.dialect, exc)) from exc
 
     def _duckdb_path(self) -> str:
         conn = self.connection
@@ -79,15 +92,27 @@ class WarehouseHook(BaseHook):
         an export takes seconds) up to ``RETL_DUCKDB_LOCK_WAIT_SECONDS`` (120)."""
         import duckdb
 
+        from reverse_etl.progress import Wait
+
         path = self._duckdb_path()
-        deadline = time.monotonic() + float(os.environ.get("RETL_DUCKDB_LOCK_WAIT_SECONDS", "120"))
+        wait = Wait(
+            f"the DuckDB lock on '{path}'",
+            float(os.environ.get("RETL_DUCKDB_LOCK_WAIT_SECONDS", "120")),
+            logger=log,
+        )
         while True:
             try:
-                return duckdb.connect(path, read_only=read_only)
+                con = duckdb.connect(path, read_only=read_only)
             except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                if "lock" not in str(exc).lower() or wait.expired:
                     raise ConfigError(f"Cannot open the DuckDB warehouse '{path}': {exc}") from exc
-                time.sleep(1.0)
+                pid = re.search(r"PID (\d+)", str(exc))
+                wait.sleep(
+                    1.0, f"held by {f'process {pid[1]}' if pid else 'another process'} (an export load?)"
+                )
+                continue
+            wait.done()
+            return con
 
     def _stream_duckdb(self, sql: str, chunk_rows: int) -> Iterator[pa.RecordBatch]:
         con = self._duckdb_connect(read_only=True)
@@ -240,6 +265,31 @@ class WarehouseHook(BaseHook):
                 return cur.fetchone()[0]
         finally:
             pg.close()
+
+
+def _refused_query(exc: BaseException) -> bool:
+    """The database refused the query itself (DB-API ProgrammingError or DataError), not the connection."""
+    import sys
+
+    for name in ("duckdb", "psycopg2"):
+        module = sys.modules.get(name)
+        if module is not None and isinstance(exc, (module.ProgrammingError, module.DataError)):
+            return True
+    return False
+
+
+def mapping_error(source: Path, dialect: str, exc: BaseException) -> str:
+    """``include/sql/x/y.sql`` line 12: the database's first line, and what to do."""
+    from reverse_etl import settings
+
+    text = str(exc).strip()  # DuckDB and PostgreSQL both add "LINE n: ..." under a syntax error
+    first = text.splitlines()[0] if text else type(exc).__name__
+    line = re.search(r"^LINE (\d+):", text, re.MULTILINE)
+    where = f" (line {line.group(1)})" if line else ""
+    return (
+        f"SQL mapping {settings.shown(source)}{where} does not run on the {dialect} warehouse: {first.strip().rstrip('.!')}. "
+        "Fix the file (run it against the warehouse to check)."
+    )
 
 
 def _ident(name: str) -> str:

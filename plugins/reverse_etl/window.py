@@ -60,8 +60,12 @@ def resolve_window(params: dict, data_interval_start: object, data_interval_end:
             _parse(data_interval_start, "data_interval_start"), _parse(data_interval_end, "data_interval_end")
         )
     if window.end <= window.start:
+        start_name, end_name = (
+            ("param 'window_start'", "param 'window_end'") if start else ("data interval start", "end")
+        )
         raise ConfigError(
-            f"Empty window [{window.start.isoformat()}, {window.end.isoformat()}): the end must be after the "
-            "start (a zero-width interval extracts nothing; use CronDataIntervalTimetable)."
+            f"Empty window: the end must be after the start, but {end_name} is {window.end.isoformat()} and "
+            f"{start_name} is {window.start.isoformat()}"
+            + (": swap them?" if window.end < window.start else " (a zero-width window extracts nothing).")
         )
     return window

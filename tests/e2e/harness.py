@@ -81,10 +81,15 @@ class Harness:
     @property
     def state_url(self) -> str:
         """SQLAlchemy URL of the state store the runs use (SQLite file or PostgreSQL)."""
-        conn = self.env["AIRFLOW_CONN_RETL_STATE"]
-        if conn.startswith("{"):
-            return f"sqlite:///{json.loads(conn)['host']}"
-        return conn.replace("postgres://", "postgresql+psycopg2://", 1)
+        return state_url(self.env)
+
+    def use_postgres(self, dsn: str) -> None:
+        """Warehouse, state store and rate buckets in one PostgreSQL database (loaded by the caller)."""
+        uri = dsn.replace("postgresql://", "postgres://", 1)
+        self.env["AIRFLOW_CONN_RETL_WAREHOUSE"] = uri
+        self.env["AIRFLOW_CONN_RETL_STATE"] = uri
+        self.env.pop("RETL_RATE_LIMIT_URL")  # buckets live in the PostgreSQL state store too
+        init_store(self.state_url)
 
     def sent(self, method: str, path_prefix: str) -> list[dict]:
         return [
@@ -92,6 +97,21 @@ class Harness:
             for r in self.sandbox.requests
             if r["method"] == method and r["path"].startswith(path_prefix) and (r["status"] or 999) < 300
         ]
+
+
+def state_url(env: dict) -> str:
+    """SQLAlchemy URL of the state store named by ``env``'s ``retl_state`` connection."""
+    conn = env["AIRFLOW_CONN_RETL_STATE"]
+    if conn.startswith("{"):
+        return f"sqlite:///{json.loads(conn)['host']}"
+    return conn.replace("postgres://", "postgresql+psycopg2://", 1)
+
+
+def init_store(url: str) -> None:
+    """What an operator does once per deployment: ``python -m reverse_etl.cli init``."""
+    from reverse_etl.store import init_store as init
+
+    init(url)
 
 
 def run_env(tmp: Path, warehouse: Path, **connections) -> dict:
@@ -126,6 +146,7 @@ def run_env(tmp: Path, warehouse: Path, **connections) -> dict:
             "RETL_LEASE_SECONDS": "5",  # a killed run's claim on its sync expires quickly
         }
     )
+    init_store(state_url(env))
     return env
 
 

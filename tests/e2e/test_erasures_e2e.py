@@ -147,10 +147,7 @@ def test_voucherify_erasures_with_postgresql_warehouse_and_state_store(harness, 
     from sandbox.warehouse import load_postgres
 
     load_postgres(warehouse, postgres_database)
-    uri = postgres_database.replace("postgresql://", "postgres://", 1)
-    harness.env["AIRFLOW_CONN_RETL_WAREHOUSE"] = uri
-    harness.env["AIRFLOW_CONN_RETL_STATE"] = uri
-    harness.env.pop("RETL_RATE_LIMIT_URL")
+    harness.use_postgres(postgres_database)
     harness.env["RETL_CHUNK_ROWS"] = "97"  # several chunks of keys on both sides
     first = harness.run(CUSTOMERS)["reports"]["customers"]
     delivered = sorted(harness.sandbox.store["customers"], key=int)

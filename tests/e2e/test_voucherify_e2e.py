@@ -141,10 +141,7 @@ def test_same_guarantees_with_postgresql_warehouse_and_state_store(harness, ware
     from sandbox.warehouse import load_postgres
 
     load_postgres(warehouse, postgres_database)
-    uri = postgres_database.replace("postgresql://", "postgres://", 1)
-    harness.env["AIRFLOW_CONN_RETL_WAREHOUSE"] = uri
-    harness.env["AIRFLOW_CONN_RETL_STATE"] = uri
-    harness.env.pop("RETL_RATE_LIMIT_URL")  # buckets live in the PostgreSQL state store too
+    harness.use_postgres(postgres_database)
     check_first_and_second_run(harness, Expected(warehouse))
     import psycopg2
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
-from reverse_etl.errors import VendorError
+from reverse_etl.errors import VendorError, fail_fast
 from reverse_etl.hooks.connectif import ConnectifHook
 from reverse_etl.ledger import DELIVERED, FAILED, Outcome, Planned
 from reverse_etl.operators.load import SyncLoadOperator
@@ -228,6 +228,7 @@ class ConnectifExportOperator(BaseOperator):
         self.warehouse_conn_id = warehouse_conn_id
         self.exports = exports
 
+    @fail_fast()
     def execute(self, context: Any) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 

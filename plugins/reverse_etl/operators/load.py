@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 from airflow.sdk import BaseOperator
 
 from reverse_etl import settings
-from reverse_etl.errors import VendorAuthError, VendorNotFound, VendorRejected
+from reverse_etl.errors import VendorAuthError, VendorNotFound, VendorRejected, fail_fast
 from reverse_etl.ledger import DELETE, DELETED, DELIVERED, FAILED, UPSERT, Ledger, Outcome, Planned
 from reverse_etl.payload import canonical_json, payload_hash, row_to_payload
 from reverse_etl.tasks import skip_unless_selected
@@ -103,6 +103,7 @@ class SyncLoadOperator(BaseOperator):
         return None
 
     # --- engine ------------------------------------------------------------------------------------------
+    @fail_fast()
     def execute(self, context: Any) -> dict:
         started = time.monotonic()
         started_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)

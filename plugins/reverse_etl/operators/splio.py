@@ -19,6 +19,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from reverse_etl.csvfile import window_regex
+from reverse_etl.errors import fail_fast
 from reverse_etl.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class SplioReferralUploadOperator(BaseOperator):
         self.manifest = manifest
         self.vendor_conn_id = vendor_conn_id
 
+    @fail_fast()
     def execute(self, context: Any) -> dict:
         from reverse_etl.hooks.splio import SplioSFTPHook
         from reverse_etl.tasks import skip_unless_selected

@@ -1,0 +1,119 @@
+"""Errors no retry can fix end the run at once, through real Airflow with retries on (RETL_TASK_RETRIES=3):
+the failing task stops at try 1 in state failed, its log holds one message naming the thing and no
+library traceback, and the vendor saw the wrong credentials once.
+
+One Voucherify run carries three faults in three task groups (a wrong API token for customers, a SQL
+syntax error in the orders mapping, an unknown expectation in the products suite); one Splio run has a
+wrong host key."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import asyncssh
+import pytest
+
+from sandbox.env import REPO
+from tests.e2e.harness import Harness
+
+pytestmark = pytest.mark.e2e
+
+WINDOW = ("2026-10-31", "2026-11-01")  # one day: rows in every sync, a quick run
+RETRIES = {"RETL_TASK_RETRIES": "3"}  # a retryable error would be retried: these must not be
+CHAINED = ("During handling of the above exception", "The above exception was the direct cause")
+
+
+def assert_failed_once(result: dict, task_id: str) -> None:
+    assert result["tasks"][task_id] == "failed", result["tasks"]  # not up_for_retry
+    assert result["tries"][task_id] == 1, result["tries"]
+
+
+def assert_no_library_traceback(log: str, *names: str) -> None:
+    for text in (*CHAINED, *names):
+        assert text not in log, f"{text!r} in the run's log"
+
+
+def test_a_wrong_token_a_broken_mapping_and_a_bad_suite_fail_at_once(harness: Harness, tmp_path):
+    include = tmp_path / "include"
+    shutil.copytree(REPO / "include", include)
+    orders_sql = include / "sql" / "voucherify" / "orders.sql"
+    lines = orders_sql.read_text(encoding="utf-8").split("\n")
+    broken_line = lines.index("    FROM orders") + 1
+    lines[broken_line - 1] = "    FROM orders orders orders"
+    orders_sql.write_text("\n".join(lines), encoding="utf-8")
+    suite_file = include / "expectations" / "voucherify" / "products.json"
+    suite = json.loads(suite_file.read_text(encoding="utf-8"))
+    suite["expectations"].append({"type": "expect_column_values_to_be_nice", "kwargs": {"column": "name"}})
+    suite_file.write_text(json.dumps(suite), encoding="utf-8")
+    connection = json.loads(harness.env["AIRFLOW_CONN_VOUCHERIFY_DEFAULT"])
+    harness.env.update(
+        RETRIES,
+        RETL_INCLUDE_DIR=str(include),
+        AIRFLOW_CONN_VOUCHERIFY_DEFAULT=json.dumps({**connection, "password": "wrong-token"}),
+    )
+
+    result = harness.run(window=WINDOW, expect_success=False)
+    log = result["log"].read_text()
+    assert result["state"] == "failed"
+    for task_id in ("customers.load", "orders.extract", "products.validate"):
+        assert_failed_once(result, task_id)
+    assert result["tasks"]["orders.load"] == result["tasks"]["products.load"] == "upstream_failed"
+
+    # One readable message per fault, naming the thing and what to do.
+    assert "Voucherify refused the credentials of connection 'voucherify_default'" in log
+    assert (
+        f"SQL mapping include/sql/voucherify/orders.sql (line {broken_line}) does not run on the duckdb "
+        'warehouse: Parser Error: syntax error at or near "orders". Fix the file'
+    ) in log
+    assert (
+        "Expectation suite include/expectations/voucherify/products.json: expectation #"
+        f"{len(suite['expectations'])} 'expect_column_values_to_be_nice' on column 'name' is malformed: "
+        "unknown expectation type"
+    ) in log
+    assert log.count("[not retried: fix this, then clear the failed task]") >= 3
+    assert_no_library_traceback(log, "ParserException", "ExpectationNotFoundError", "wrong-token")
+    # The report names the tasks whose logs to read.
+    assert (
+        "No successful load for customers, products, orders: "
+        "customers.load, orders.extract, products.validate failed: see their log."
+    ) in log
+
+    # The sandbox saw the wrong token once: no HTTP-level retry of a 401.
+    api = [r for r in harness.sandbox.requests if r["path"].startswith("/v1/")]
+    assert [r["status"] for r in api] == [401]
+
+
+@pytest.fixture
+def splio(airflow_db, warehouse, tmp_path):
+    from sandbox.sftp import SFTPSandbox
+    from tests.e2e.harness import run_env
+
+    with SFTPSandbox(tmp_path / "splio") as sftp:
+        stranger = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+        env = run_env(
+            tmp_path,
+            warehouse,
+            splio_sftp={
+                "host": "127.0.0.1",
+                "port": sftp.port,
+                "login": sftp.username,
+                "extra": sftp.connection_extra(host_key=" ".join(stranger.split()[:2])),
+            },
+        )
+        yield Harness(sftp, {**env, **RETRIES}, tmp_path, dag_id="splio_referral_sync")
+
+
+def test_a_wrong_sftp_host_key_fails_at_once_after_one_handshake(splio: Harness):
+    result = splio.run(window=WINDOW, expect_success=False)
+    log = result["log"].read_text()
+    assert result["state"] == "failed"
+    assert_failed_once(result, "referral_contacts.load")
+    assert (
+        "Splio's SFTP server at 127.0.0.1 presented a host key that is not the one in connection "
+        "'splio_referral_default' (extra host_key)"
+    ) in log
+    assert_no_library_traceback(log, "BadHostKeyException", "Failed to connect. Sleeping before retry")
+    assert splio.sandbox.connections == 1  # no SSH-hook retry, no upload retry, no Airflow retry
+    assert splio.sandbox.files() == {}
+    assert "No successful load for referral_contacts: referral_contacts.load failed: see its log." in log
