@@ -51,7 +51,7 @@ def _alive(member: psutil.Process) -> bool:
 
 def _describe(member: psutil.Process) -> str:
     try:
-        return f"{member.name()} ({member.pid})"
+        return f"{' '.join(member.cmdline())[:100]} ({member.pid})"
     except psutil.Error:
         return str(member.pid)
 
@@ -68,7 +68,7 @@ def _signal_all(procs: list[subprocess.Popen], tree: dict[int, psutil.Process], 
 
 def stop(procs: list[subprocess.Popen], grace: float = GRACE_SECONDS) -> list[str]:
     """SIGTERM every process of ``procs``' trees, SIGKILL what is left after ``grace`` seconds; return
-    the processes that had to be killed ("name (pid)"). SIGINT and SIGTERM are ignored meanwhile so the shutdown completes."""
+    the processes that had to be killed ("command line (pid)"). SIGINT and SIGTERM are ignored meanwhile so the shutdown completes."""
     previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         tree = _tree(procs)
