@@ -6,6 +6,7 @@ state store, the sandboxes' files) and ``data/warehouse.duckdb``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -94,6 +95,17 @@ def start_connectif(port: int, limit: int, window: float) -> tuple[subprocess.Po
     return start_sandbox("connectif", port, ["--limit", str(limit), "--window", str(window)])
 
 
+@contextlib.contextmanager
+def _killed_on_error(proc: subprocess.Popen):
+    """A sandbox that fails to start, or whose start is interrupted (Ctrl-C), is not left running."""
+    try:
+        yield
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+
+
 def start_sftp(port: int) -> tuple[subprocess.Popen, dict]:
     """The SFTP sandbox standing in for Splio's server; returns its connection fields."""
     import json
@@ -105,10 +117,11 @@ def start_sftp(port: int) -> tuple[subprocess.Popen, dict]:
         stdout=subprocess.PIPE,
         text=True,
     )
-    line = proc.stdout.readline()
-    if not line:
-        raise SystemExit("the SFTP sandbox did not start (see the message above)")
-    return proc, json.loads(line)
+    with _killed_on_error(proc):
+        line = proc.stdout.readline()
+        if not line:
+            raise SystemExit("the SFTP sandbox did not start (see the message above)")
+        return proc, json.loads(line)
 
 
 def start_sandbox(vendor: str, port: int, args: list[str]) -> tuple[subprocess.Popen, str]:
@@ -120,14 +133,15 @@ def start_sandbox(vendor: str, port: int, args: list[str]) -> tuple[subprocess.P
         stdout=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return proc, url
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the {vendor} sandbox did not start (see the message above)") from None
-            time.sleep(0.2)
+    with _killed_on_error(proc):
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return proc, url
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"the {vendor} sandbox did not start (see the message above)") from None
+                time.sleep(0.2)
 
 
 def environment(

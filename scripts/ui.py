@@ -58,6 +58,7 @@ def admin_password() -> str:
     if ADMIN not in passwords:
         passwords[ADMIN] = secrets.token_urlsafe(12)
         PASSWORDS.touch(mode=0o600)
+        PASSWORDS.chmod(0o600)
         PASSWORDS.write_text(json.dumps(passwords) + "\n")
     return passwords[ADMIN]
 
@@ -81,16 +82,18 @@ def airflow_settings(url: str) -> dict[str, str]:
     }
 
 
-def start_airflow(env: dict[str, str]) -> dict[str, subprocess.Popen]:
-    """The components, each logging to ``$AIRFLOW_HOME/ui-<name>.log``. The scheduler skips its log
-    server (it listens on every interface; the api-server reads the task logs from disk)."""
-    started = {}
+def start_airflow(env: dict[str, str], started: list[subprocess.Popen]) -> dict[str, subprocess.Popen]:
+    """The components, each logging to ``$AIRFLOW_HOME/ui-<name>.log`` and added to ``started`` at once
+    (for the shutdown). The scheduler skips its log server (it listens on every interface; the
+    api-server reads the task logs from disk)."""
+    components = {}
     for name in COMPONENTS:
         extra = ["--skip-serve-logs"] if name == "scheduler" else []
         with (HOME / f"ui-{name}.log").open("w") as log:
             command = [sys.executable, "-m", "airflow", name, *extra]
-            started[name] = spawn(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    return started
+            components[name] = spawn(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        started.append(components[name])
+    return components
 
 
 def wait_until_serving(url: str, airflow: dict[str, subprocess.Popen]) -> str | None:
@@ -143,8 +146,7 @@ def main() -> int:
             migrate(env, log)
         password = admin_password()
         say(f"starting Airflow: {', '.join(COMPONENTS)} (logs in {shown(HOME)}/ui-*.log)")
-        airflow = start_airflow(env)
-        started.extend(airflow.values())
+        airflow = start_airflow(env, started)
         failed = wait_until_serving(url, airflow)
         if failed:
             say(f"the {failed} did not start: see {shown(HOME / f'ui-{failed}.log')}")
