@@ -122,6 +122,8 @@ class _Auth(asyncssh.SSHServer):
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         with self.sandbox.lock:
             self.sandbox.connections += 1
+        if self.sandbox.down:  # an outage: connections are cut before the SSH handshake
+            conn.abort()
 
     def begin_auth(self, username: str) -> bool:
         return True
@@ -152,6 +154,7 @@ class _Files(asyncssh.SFTPServer):
                 if len(data) > sandbox.drop_budget:
                     sandbox.drop_budget = None
                     sandbox.drops += 1
+                    sandbox.down = sandbox.down_after_drop
                     self.channel.get_extra_info("connection").abort()
                     raise asyncssh.SFTPConnectionLost("connection dropped by the sandbox")
                 sandbox.drop_budget -= len(data)
@@ -167,6 +170,8 @@ class _Files(asyncssh.SFTPServer):
 
     def remove(self, path: bytes):
         self.sandbox.events.append(("remove", path.decode()))
+        if path.decode().lstrip("/") in self.sandbox.protected:
+            raise asyncssh.SFTPPermissionDenied("permission denied (sandbox: protected)")
         return super().remove(path)
 
 
@@ -184,6 +189,9 @@ class SFTPSandbox:
         self.drop_budget: int | None = None
         self.drops = 0
         self.connections = 0  # SSH connections accepted (each starts a handshake)
+        self.down = False
+        self.down_after_drop = False
+        self.protected: set[str] = set()  # names (relative to root) whose removal is refused
         self.events: list[tuple] = []
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
@@ -202,10 +210,17 @@ class SFTPSandbox:
         return {"private_key": self.client_private_key_openssh, "host_key": self.host_key_line, **more}
 
     # --- control ----------------------------------------------------------------------------------------
-    def drop_after(self, n_bytes: int) -> None:
-        """Cut the connection once ``n_bytes`` more bytes have been written."""
+    def drop_after(self, n_bytes: int, stay_down: bool = False) -> None:
+        """Cut the connection once ``n_bytes`` more bytes have been written; with ``stay_down``, the
+        server then cuts every new connection too (an outage) until :meth:`bring_up`."""
         with self.lock:
             self.drop_budget = n_bytes
+            self.down_after_drop = stay_down
+
+    def bring_up(self) -> None:
+        """End the outage ``drop_after(..., stay_down=True)`` started."""
+        with self.lock:
+            self.down = self.down_after_drop = False
 
     def files(self) -> dict[str, bytes]:
         return {

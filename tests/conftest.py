@@ -95,3 +95,27 @@ def postgres_database():
             cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
             cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
         admin.close()
+
+
+PROGRESS_INTERVAL = 0.2
+
+
+@pytest.fixture
+def progress_log(monkeypatch, caplog):
+    """Progress lines every PROGRESS_INTERVAL seconds, captured: ``lines(prefix)`` returns the messages
+    logged so far that start with ``prefix``. Airflow replaces the root handlers when it configures its
+    logging, so that happens first and caplog's handler goes back on the root logger."""
+    import logging
+
+    import airflow.sdk  # noqa: F401
+
+    monkeypatch.setenv("RETL_PROGRESS_LOG_SECONDS", str(PROGRESS_INTERVAL))
+    root = logging.getLogger()
+    root.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO)
+
+    def lines(prefix: str) -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith(prefix)]
+
+    yield lines
+    root.removeHandler(caplog.handler)

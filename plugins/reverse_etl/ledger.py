@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ PENDING, IN_FLIGHT, DELIVERED, FAILED, REJECTED, DELETED = (
     "deleted",
 )
 UPSERT, DELETE = "upsert", "delete"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -120,10 +122,11 @@ class Ledger:
         from sqlalchemy.exc import IntegrityError
 
         from reverse_etl.errors import SyncError
+        from reverse_etl.progress import Wait
 
         t = self.leases
         scope = (t.c.destination == self.destination) & (t.c.entity == self.entity)
-        deadline = time.monotonic() + wait
+        waiting = Wait(f"the lease on {self.destination}.{self.entity}", wait, logger=log)
         while True:
             now = _now()
             expires = now + dt.timedelta(seconds=ttl)
@@ -154,13 +157,16 @@ class Ledger:
                             break
             except IntegrityError:
                 continue  # another load inserted first: look again
-            if time.monotonic() > deadline:
+            if waiting.expired:
                 raise SyncError(
                     f"{self.destination}.{self.entity} is being loaded by {current.holder} (lease until "
                     f"{current.expires_at} UTC); this load waited {wait:.0f} s and gives up. Airflow's retry "
                     "will try again; clear the other run if it is stuck."
                 )
-            time.sleep(min(5.0, max(0.2, ttl / 10)))
+            if current is not None:
+                waiting.detail = f"held by {current.holder} until {current.expires_at:%Y-%m-%d %H:%M:%S} UTC"
+            waiting.sleep(min(5.0, max(0.2, ttl / 10)))
+        waiting.done(f"{holder} holds it")
         self._lease_renewed = time.monotonic()
         self._lease = (holder, ttl)
 

@@ -96,8 +96,18 @@ class AccountLimiter:
             self._limiter = _LIMITERS[key]
 
     def acquire(self) -> float:
+        """Take a slot, waiting in steps of at most one progress interval so a long wait shows in the log."""
+        from reverse_etl.progress import Wait
+
         started = time.monotonic()
-        self._limiter.try_acquire(self.account, blocking=True)
+        wait = Wait(
+            f"a request slot of the rate budget '{self.account}'",
+            logger=log,
+            detail=f"{self.spec.limit} requests per {self.spec.window_seconds:g} s, shared by every task, "
+            "run and worker using this account",
+        )
+        while not self._limiter.try_acquire(self.account, blocking=True, timeout=max(0.01, wait.until_due())):
+            wait.tick()
         waited = time.monotonic() - started
         if waited > 5:
             log.info(

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import logging
 import os
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ from reverse_etl.errors import ConfigError
 if TYPE_CHECKING:
     import pyarrow as pa
 
+log = logging.getLogger(__name__)
 SUPPORTED = ("duckdb", "postgres")
 
 
@@ -91,15 +92,27 @@ class WarehouseHook(BaseHook):
         an export takes seconds) up to ``RETL_DUCKDB_LOCK_WAIT_SECONDS`` (120)."""
         import duckdb
 
+        from reverse_etl.progress import Wait
+
         path = self._duckdb_path()
-        deadline = time.monotonic() + float(os.environ.get("RETL_DUCKDB_LOCK_WAIT_SECONDS", "120"))
+        wait = Wait(
+            f"the DuckDB lock on '{path}'",
+            float(os.environ.get("RETL_DUCKDB_LOCK_WAIT_SECONDS", "120")),
+            logger=log,
+        )
         while True:
             try:
-                return duckdb.connect(path, read_only=read_only)
+                con = duckdb.connect(path, read_only=read_only)
             except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                if "lock" not in str(exc).lower() or wait.expired:
                     raise ConfigError(f"Cannot open the DuckDB warehouse '{path}': {exc}") from exc
-                time.sleep(1.0)
+                pid = re.search(r"PID (\d+)", str(exc))
+                wait.sleep(
+                    1.0, f"held by {f'process {pid[1]}' if pid else 'another process'} (an export load?)"
+                )
+                continue
+            wait.done()
+            return con
 
     def _stream_duckdb(self, sql: str, chunk_rows: int) -> Iterator[pa.RecordBatch]:
         con = self._duckdb_connect(read_only=True)

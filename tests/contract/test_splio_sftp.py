@@ -104,11 +104,8 @@ def test_a_rerun_replaces_the_window_files_and_leaves_other_windows(sftp, monkey
     local.write_bytes(b"new")
     hook.upload(str(local), "referral_contacts_20261031.csv")
     removed = hook.remove_others(window_regex(pattern, "20261031"), {"referral_contacts_20261031.csv"})
-    assert sorted(removed) == [
-        ".referral_contacts_20261031_03.csv.uploading",
-        "referral_contacts_20261031_01.csv",
-        "referral_contacts_20261031_02.csv",
-    ]
+    # the upload itself swept the temporary file away; the window's other parts go after the upload
+    assert sorted(removed) == ["referral_contacts_20261031_01.csv", "referral_contacts_20261031_02.csv"]
     assert sftp.files() == {
         "referral_contacts_20261030.csv": b"old",
         "referral_contacts_20261031.csv": b"new",
@@ -209,3 +206,76 @@ def test_the_checker_refuses_a_file_over_200000_lines():
     body = b"unique_id;email;lastname;firstname\n" + b"R;a@b.co;N;A\n" * 200_000
     assert any("at most 200000 lines" in p for p in check_referral_file(body))
     assert check_referral_file(body[: -len(b"R;a@b.co;N;A\n")]) == []
+
+
+def test_a_failed_upload_removes_its_partial_file_and_still_fails(sftp, monkeypatch, tmp_path, progress_log):
+    from reverse_etl.errors import VendorUnavailable
+
+    local = tmp_path / "big.csv"
+    local.write_bytes(b"unique_id;email\n" + b"R0000001;r@example.com\n" * 20_000)
+    hook = wire(monkeypatch, sftp, upload_attempts=1)
+    sftp.drop_after(100_000)  # the only attempt dies mid-file; the server answers again right after
+    with pytest.raises(VendorUnavailable, match="failed 1 times"):
+        hook.upload(str(local), "referral_contacts_20261031.csv")
+    assert sftp.drops == 1
+    assert sftp.files() == {}  # neither the partial temporary file nor a final one
+    assert ("remove", "/.referral_contacts_20261031.csv.uploading") in sftp.events
+    removed = progress_log("removed /.referral_contacts_20261031.csv.uploading (")
+    assert len(removed) == 1 and removed[0].endswith("bytes), the partial file of this failed upload")
+
+
+def test_a_partial_file_that_cannot_be_removed_is_logged_not_raised(
+    sftp, monkeypatch, tmp_path, progress_log
+):
+    from reverse_etl.errors import VendorUnavailable
+
+    local = tmp_path / "big.csv"
+    local.write_bytes(b"unique_id;email\n" + b"R0000001;r@example.com\n" * 20_000)
+    hook = wire(monkeypatch, sftp, upload_attempts=1)
+    sftp.drop_after(100_000, stay_down=True)  # the server goes away with the connection
+    with pytest.raises(VendorUnavailable, match="failed 1 times"):  # the upload's error, not the clean-up's
+        hook.upload(str(local), "referral_contacts_20261031.csv")
+    assert list(sftp.files()) == [".referral_contacts_20261031.csv.uploading"]
+    warned = progress_log("could not remove the partial file /.referral_contacts_20261031.csv.uploading")
+    assert len(warned) == 1 and "the next upload of this folder removes it" in warned[0]
+
+    sftp.bring_up()
+    local.write_bytes(b"unique_id;email\nR1;r@example.com\n")
+    hook.upload(str(local), "referral_contacts_20261031.csv")  # the next upload sweeps it away
+    assert sftp.files() == {"referral_contacts_20261031.csv": local.read_bytes()}
+
+
+def test_the_next_upload_removes_our_leftover_temporary_files_and_nothing_else(
+    sftp, monkeypatch, tmp_path, progress_log
+):
+    foreign = {
+        "x.uploading": b"not hidden: not ours",
+        ".x.uploading.bak": b"another suffix",
+        ".x.tmp": b"another tool's temporary file",
+        "referral_contacts_20261030.csv": b"an earlier window",
+    }
+    for name, data in foreign.items():
+        (sftp.root / name).write_bytes(data)
+    (sftp.root / ".x.uploading").write_bytes(b"12345")  # left by an upload that died with the server
+    local = tmp_path / "f.csv"
+    local.write_bytes(b"unique_id;email\nR1;r@example.com\n")
+    hook = wire(monkeypatch, sftp)
+    hook.upload(str(local), "referral_contacts_20261031.csv")
+    assert sftp.files() == {**foreign, "referral_contacts_20261031.csv": local.read_bytes()}
+    assert progress_log("removed /.x.uploading (") == [
+        "removed /.x.uploading (5 bytes), the partial file of an earlier failed upload"
+    ]
+
+
+def test_a_leftover_that_cannot_be_removed_does_not_stop_the_upload(
+    sftp, monkeypatch, tmp_path, progress_log
+):
+    (sftp.root / ".x.uploading").write_bytes(b"123")
+    sftp.protected.add(".x.uploading")  # the server refuses to delete it (another account's file, say)
+    local = tmp_path / "f.csv"
+    local.write_bytes(b"unique_id;email\nR1;r@example.com\n")
+    hook = wire(monkeypatch, sftp)
+    hook.upload(str(local), "referral_contacts_20261031.csv")
+    assert sftp.files() == {".x.uploading": b"123", "referral_contacts_20261031.csv": local.read_bytes()}
+    warned = progress_log("could not remove /.x.uploading (3 bytes), left by a failed upload: ")
+    assert len(warned) == 1

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import logging
 import socket
+import time
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
@@ -224,11 +225,21 @@ def test_a_wrong_host_key_or_client_key_costs_one_handshake(sftp, monkeypatch, t
     hook = splio_hook(monkeypatch, sftp, host_key=" ".join(other.export_public_key().decode().split()[:2]))
     with pytest.raises(ConfigError, match="presented a host key that is not the one"):
         hook.upload(str(local), "x.csv")
+    # The server counts a connection in its own thread: wait for it, then check no second one came (the
+    # hook raised after its only attempt, so none can come later).
+    settled(lambda: sftp.connections >= 1)
     assert sftp.connections == 1
     hook = splio_hook(monkeypatch, sftp, private_key=other.export_private_key("openssh").decode())
     with pytest.raises(VendorAuthError, match="refused user 'splio'"):
         hook.upload(str(local), "x.csv")
+    settled(lambda: sftp.connections >= 2)
     assert sftp.connections == 2 and sftp.files() == {}
+
+
+def settled(predicate, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def test_an_unreachable_server_is_still_retried(sftp, monkeypatch, tmp_path):

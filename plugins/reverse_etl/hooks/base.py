@@ -7,9 +7,9 @@ until ``max_throttle_wait_seconds`` of waiting have passed.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import random
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from reverse_etl.errors import (
     VendorRejected,
     VendorUnavailable,
 )
+from reverse_etl.progress import Wait
 from reverse_etl.ratelimit import AccountLimiter, RateSpec
 
 log = logging.getLogger(__name__)
@@ -171,8 +172,10 @@ class VendorHttpHook(BaseHook):
         timeout = self.extra("timeout_seconds", 30.0)
         max_retries = self.extra("max_transient_retries", 5, int)
         max_throttle_wait = self.extra("max_throttle_wait_seconds", 900.0)
-        failures = 0
+        failures = throttles = 0
         throttle_waited = 0.0
+        throttled: Wait | None = None  # one progress report per wait, however many 429s or retries it spans
+        retrying: Wait | None = None
         while True:
             self.stats.rate_wait_seconds += self.limiter.acquire()
             prepared = session.prepare_request(requests.Request(method, url, **kwargs))
@@ -187,6 +190,7 @@ class VendorHttpHook(BaseHook):
                 status = response.status_code
                 if status == 429:
                     self.stats.throttled += 1
+                    throttles += 1
                     delay = self.throttle_delay(response)
                     delay = self._backoff(1) if delay is None else delay + random.uniform(0, 0.25)
                     if throttle_waited + delay > max_throttle_wait:
@@ -198,8 +202,21 @@ class VendorHttpHook(BaseHook):
                     log.warning("%s %s %s: 429, waiting %.1f s as told", self.vendor, method, path, delay)
                     throttle_waited += delay
                     self.stats.throttle_wait_seconds += delay
-                    time.sleep(delay)
+                    if throttled is None:
+                        throttled = Wait(
+                            f"{self.vendor} to stop throttling {method} {path} (account "
+                            f"'{self.limiter.account}')",
+                            max_throttle_wait,
+                            logger=log,
+                        )
+                    throttled.sleep(
+                        delay, f"{throttles} 429s on this request, the last asked for {delay:.0f} s"
+                    )
                     continue
+                if status not in TRANSIENT_STATUSES:
+                    for waited in (throttled, retrying):
+                        if waited is not None:
+                            waited.done(f"{self.vendor} answered {status}")
                 if status in ok:
                     pause = self.pause_hint(response)
                     if pause > 0:
@@ -207,7 +224,12 @@ class VendorHttpHook(BaseHook):
                             "%s: budget spent, pausing %.1f s until the window resets", self.vendor, pause
                         )
                         self.stats.throttle_wait_seconds += pause
-                        time.sleep(pause)
+                        Wait(
+                            f"{self.vendor} account '{self.limiter.account}' budget to reset",
+                            pause,
+                            logger=log,
+                            detail=f"the vendor said 0 requests remain; resuming at {_utc_in(pause)} UTC",
+                        ).sleep(pause)
                     return response
                 if status in TRANSIENT_STATUSES:
                     problem = self.error_message(response)
@@ -232,7 +254,9 @@ class VendorHttpHook(BaseHook):
                 max_retries,
                 delay,
             )
-            time.sleep(delay)
+            if retrying is None:
+                retrying = Wait(f"{self.vendor} at {self.base_url} to answer {method} {path}", logger=log)
+            retrying.sleep(delay, f"retry {failures}/{max_retries} after {problem[:200]}")
 
     def _raise_for(self, method: str, path: str, response) -> None:
         status = response.status_code
@@ -251,3 +275,8 @@ class VendorHttpHook(BaseHook):
         if status == 404:
             raise VendorNotFound(f"{self.vendor} {method} {path}: {message}", status=status, body=body)
         raise VendorRejected(f"{self.vendor} {method} {path}: {message}", status=status, body=body)
+
+
+def _utc_in(seconds: float) -> str:
+    """The wall-clock time (UTC) ``seconds`` from now, for a log line."""
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)).strftime("%H:%M:%S")

@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 from urllib.parse import quote
 
 from reverse_etl.errors import ConfigError, VendorError
 from reverse_etl.hooks.base import VendorHttpHook
+from reverse_etl.progress import Wait
 
 FINISHED = ("finished", "error", "cancelled")
+log = logging.getLogger(__name__)
 
 
 def _seconds_until(epoch: Any) -> float | None:
@@ -18,6 +21,12 @@ def _seconds_until(epoch: Any) -> float | None:
         return max(0.0, float(epoch) - time.time())
     except (TypeError, ValueError):
         return None
+
+
+def _job_news(job: dict) -> str:
+    """A job's last status for a progress line, with its counts when Connectif gives them."""
+    counts = ", ".join(f"{k} {job[k]}" for k in ("total", "success", "errors") if k in job)
+    return f"last status {job.get('status')!r}" + (f" ({counts})" if counts else "")
 
 
 class ConnectifHook(VendorHttpHook):
@@ -116,16 +125,28 @@ class ConnectifHook(VendorHttpHook):
         for a slot instead of failing, up to ``import_timeout_seconds``."""
         from reverse_etl.errors import VendorRejected
 
-        deadline = time.monotonic() + self.extra("import_timeout_seconds", 3600.0)
+        poll = self.extra("import_poll_seconds", 30.0)
+        kind = "import" if queue_full_code == "E0401" else "export"
+        wait = Wait(
+            f"a free slot in Connectif's {kind} queue (account '{self.limiter.account}')",
+            self.extra("import_timeout_seconds", 3600.0),
+            logger=log,
+        )
+        told = False
         while True:
             try:
-                return self.request("POST", path, **kwargs).json()
+                created = self.request("POST", path, **kwargs).json()
             except VendorRejected as exc:
                 queue_full = isinstance(exc.body, dict) and exc.body.get("code") == queue_full_code
-                if not queue_full or time.monotonic() > deadline:
+                if not queue_full or wait.expired:
                     raise
-                self.log.info("Connectif's job queue is full (%s): waiting for a slot", queue_full_code)
-                time.sleep(self.extra("import_poll_seconds", 30.0))
+                if not told:
+                    log.info("Connectif's job queue is full (%s): waiting for a slot", queue_full_code)
+                    told = True
+                wait.sleep(poll, f"queue full ({queue_full_code}), asking again every {poll:g} s")
+                continue
+            wait.done(f"{kind} {created.get('id')} queued")
+            return created
 
     @property
     def delimiter(self) -> str:
@@ -144,13 +165,17 @@ class ConnectifHook(VendorHttpHook):
 
     def _wait(self, path: str, what: str) -> dict:
         poll = self.extra("import_poll_seconds", 30.0)  # polls spend the same budget as writes
-        deadline = time.monotonic() + self.extra("import_timeout_seconds", 3600.0)
+        job_id = path.rsplit("/", 1)[-1]
+        wait = Wait(f"Connectif {what} {job_id}", self.extra("import_timeout_seconds", 3600.0), logger=log)
+        wait.detail = "not polled yet"
         while True:
-            time.sleep(poll)
+            wait.sleep(poll)
             found = self.request("GET", path).json()
+            wait.detail = _job_news(found)
             if found.get("status") in FINISHED:
+                wait.done(wait.detail)
                 return found
-            if time.monotonic() > deadline:
+            if wait.expired:
                 raise VendorError(
                     f"Connectif {what} {path.rsplit('/', 1)[-1]} still {found.get('status')} after "
                     f"import_timeout_seconds; raise it in the connection's extra if such jobs are normal."

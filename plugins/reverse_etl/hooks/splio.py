@@ -3,19 +3,22 @@ Splio never picks up half a file; the host key must be known; authentication is 
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import random
 import re
-import time
 from typing import Any
 
 from airflow.providers.sftp.hooks.sftp import SFTPHook
 
 from reverse_etl.errors import ConfigError, VendorAuthError, VendorError, VendorUnavailable
 from reverse_etl.hooks.base import typed_extra
+from reverse_etl.progress import Wait
 
+log = logging.getLogger(__name__)
 TEMP_SUFFIX = ".uploading"
+TEMP_NAME = re.compile(r"\..+" + re.escape(TEMP_SUFFIX))  # ours: ".<final name>.uploading"
 
 
 class SplioSFTPHook(SFTPHook):
@@ -70,17 +73,21 @@ class SplioSFTPHook(SFTPHook):
     def upload(self, local_path: str, name: str) -> int:
         """Put ``local_path`` as ``<remote_dir>/<name>`` through a temporary name, rename it (replacing a
         previous file of that name), and check the size on the server. An unreachable server or a dropped
-        connection is retried with backoff (``upload_attempts``), then the task fails for Airflow to retry;
-        a wrong host key or a refused key fails at once (ConfigError, VendorAuthError)."""
+        connection is retried with backoff (``upload_attempts``); then the partial file is removed (when the
+        server still answers) and the task fails for Airflow to retry. A wrong host key or a refused key
+        fails at once (ConfigError, VendorAuthError). Each attempt first removes the temporary files
+        earlier failures left in the folder."""
         import paramiko
 
         size = os.path.getsize(local_path)
         final = posixpath.join(self.remote_dir, name)
         temp = posixpath.join(self.remote_dir, f".{name}{TEMP_SUFFIX}")
         attempts = self.extra("upload_attempts", 3, int)
+        wait = Wait(f"Splio's SFTP server {self.remote_host}:{self.port} to take {name}", logger=log)
         for attempt in range(1, attempts + 1):
             try:
                 with self.get_managed_conn() as sftp:
+                    self._remove_leftovers(sftp)
                     sftp.put(local_path, temp, confirm=True)  # confirm: the server's size must match
                     try:
                         sftp.posix_rename(temp, final)  # atomic, replaces
@@ -113,6 +120,7 @@ class SplioSFTPHook(SFTPHook):
             except (EOFError, OSError) as exc:
                 error = exc
             if attempt == attempts:
+                self._discard(temp)
                 raise VendorUnavailable(
                     f"Upload of {name} to {self.remote_host}:{self.port} failed {attempts} times "
                     f"({type(error).__name__}: {error}); Airflow's task retry starts it again."
@@ -122,8 +130,49 @@ class SplioSFTPHook(SFTPHook):
             self.log.warning(
                 "upload of %s failed (%s: %s); retrying in %.1f s", name, type(error).__name__, error, delay
             )
-            time.sleep(delay)
+            wait.sleep(delay, f"attempt {attempt} of {attempts} failed ({type(error).__name__}: {error})")
         raise AssertionError("unreachable")
+
+    def _remove_leftovers(self, sftp: Any) -> None:
+        """Remove our temporary files (``.<name>.uploading``) that failed uploads left in ``remote_dir``;
+        other files, whatever their name, stay. One that cannot be removed is logged and left: Splio
+        ignores dot-files, so it must not stop the upload."""
+        for entry in sftp.listdir_attr(self.remote_dir):
+            if not TEMP_NAME.fullmatch(entry.filename):
+                continue
+            path = posixpath.join(self.remote_dir, entry.filename)
+            try:
+                sftp.remove(path)
+            except FileNotFoundError:
+                continue  # gone meanwhile
+            except PermissionError as exc:
+                log.warning(
+                    "could not remove %s (%s bytes), left by a failed upload: %s", path, entry.st_size, exc
+                )
+                continue
+            log.info(
+                "removed %s (%s bytes), the partial file of an earlier failed upload", path, entry.st_size
+            )
+
+    def _discard(self, temp: str) -> None:
+        """Best effort after a failed upload: remove its partial file if the server still answers. A
+        failure here is logged, never raised over the upload's own error (the next upload removes it)."""
+        try:
+            with self.get_managed_conn() as sftp:
+                try:
+                    size = sftp.stat(temp).st_size
+                except FileNotFoundError:
+                    return
+                sftp.remove(temp)
+            log.info("removed %s (%s bytes), the partial file of this failed upload", temp, size)
+        except Exception as exc:
+            log.warning(
+                "could not remove the partial file %s after the failed upload (%s: %s); the next upload "
+                "of this folder removes it",
+                temp,
+                type(exc).__name__,
+                exc,
+            )
 
     @staticmethod
     def _exists(sftp: Any, path: str) -> bool:

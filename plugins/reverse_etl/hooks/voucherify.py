@@ -8,6 +8,7 @@ from typing import Any
 
 from reverse_etl.errors import VendorError
 from reverse_etl.hooks.base import VendorHttpHook
+from reverse_etl.progress import Wait
 
 log = logging.getLogger(__name__)
 FINISHED = ("DONE", "FAILED")
@@ -140,13 +141,22 @@ class VoucherifyHook(VendorHttpHook):
     def wait_async_action(self, action_id: str) -> dict:
         """Poll until the action is DONE or FAILED; bulk jobs queue behind earlier ones, so be patient."""
         poll = self.extra("async_poll_seconds", 1.0)
-        deadline = time.monotonic() + self.extra("async_timeout_seconds", 1800.0)
+        wait = Wait(
+            f"Voucherify async action {action_id}",
+            self.extra("async_timeout_seconds", 1800.0),
+            logger=log,
+            detail="not polled yet",
+        )
         while True:
-            time.sleep(poll)  # a job is never done the moment it is accepted: each early poll costs budget
+            wait.sleep(poll)  # a job is never done the moment it is accepted: each early poll costs budget
             action = self.get_async_action(action_id)
+            wait.detail = f"last status {action.get('status')!r}" + (
+                f" ({action['progress']}% done)" if "progress" in action else ""
+            )
             if action.get("status") in FINISHED:
+                wait.done(wait.detail)
                 return action
-            if time.monotonic() > deadline:
+            if wait.expired:
                 raise VendorError(
                     f"Voucherify async action {action_id} still {action.get('status')} after the timeout; "
                     "the task will retry and resume polling it."
