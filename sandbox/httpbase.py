@@ -576,15 +576,18 @@ class SandboxServer:
         self.stop()
 
     def serve_until_signalled(self, banner: str = "{name} sandbox listening on {url}") -> None:
-        """Run in the foreground until SIGTERM/SIGINT (for CLIs); ``banner`` may use {url} and {name}."""
-        stop = threading.Event()
+        """Run in the foreground until SIGTERM/SIGINT (for CLIs); ``banner`` may use {url} and {name}.
+
+        The handler only appends to a list: setting a ``threading.Event`` from a handler deadlocks when the
+        signal lands while the main thread holds the event's lock inside ``Event.wait``."""
+        received: list[int] = []
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+            signal.signal(sig, lambda signum, _frame: received.append(signum))
         self.start()
         print(banner.format(url=self.url, name=self.name), flush=True)
         try:
-            while not stop.wait(0.5):
-                pass
+            while not received:
+                time.sleep(0.2)
         finally:
             self.stop()
 

@@ -145,6 +145,28 @@ class VoucherifySpec:
             if kind not in enum["enum"]:
                 raise ValueError(f"async action type {kind} is not in the spec's enum {enum['enum']}")
 
+    def query_problem(self, doc: str, template: str, query: dict[str, str]) -> str | None:
+        """Check a GET's query against the operation's documented parameters (integers coerced from text);
+        None if valid, else the details. Parameters the operation does not document are ignored."""
+        op = self.docs[doc]["paths"][template]["get"]
+        for param in op.get("parameters", []):
+            if "$ref" in param:
+                param = self.docs[doc]["components"]["parameters"][param["$ref"].rsplit("/", 1)[-1]]
+            name = param.get("name")
+            if param.get("in") != "query" or name not in query:
+                continue
+            schema = self._resolve(doc, param["schema"])
+            value: Any = query[name]
+            if schema.get("type") == "integer":
+                try:
+                    value = int(value)
+                except ValueError:
+                    return f"Query parameter {name}: {value!r} is not an integer"
+            details = self.check(self.validator(doc, schema), value)
+            if details:
+                return f"Query parameter {name}: {details.split(': ', 1)[-1]}"
+        return None
+
     def _resolve(self, doc: str, schema: dict[str, Any]) -> dict[str, Any]:
         while "$ref" in schema:
             schema = self.docs[doc]["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
@@ -290,16 +312,19 @@ class VoucherifySandbox(SandboxServer):
     def register_routes(self, r: Router) -> None:
         big = BULK_MAX_BYTES
         r.add("POST", "/v1/customers/bulk/async", self._customers_bulk, json_body=True, max_bytes=big)
+        r.add("GET", "/v1/customers", self._customers_list)
         r.add("POST", "/v1/customers", self._customer_create, json_body=True)
         r.add("GET", "/v1/customers/{customerId}", self._customer_get)
         r.add("PUT", "/v1/customers/{customerId}", self._customer_update, json_body=True)
         r.add("DELETE", "/v1/customers/{customerId}", self._customer_delete)
         r.add("POST", "/v1/products/bulk/async", self._products_bulk, json_body=True, max_bytes=big)
+        r.add("GET", "/v1/products", self._products_list)
         r.add("POST", "/v1/products", self._product_create, json_body=True)
         r.add("GET", "/v1/products/{productId}", self._product_get)
         r.add("PUT", "/v1/products/{productId}", self._product_update, json_body=True)
         r.add("DELETE", "/v1/products/{productId}", self._product_delete)
         r.add("POST", "/v1/orders/import", self._orders_import, json_body=True, max_bytes=big)
+        r.add("GET", "/v1/orders", self._orders_list)
         r.add("POST", "/v1/orders", self._order_create, json_body=True)
         r.add("GET", "/v1/orders/{orderId}", self._order_get)
         r.add("PUT", "/v1/orders/{orderId}", self._order_update, json_body=True)
@@ -579,6 +604,43 @@ class VoucherifySandbox(SandboxServer):
         if out.get("amount") is None and isinstance(out.get("price"), int):
             out["amount"] = out["price"] * int(out.get("quantity") or 1)
         return out
+
+    # ----------------------------------------------------------------------------------------- lists
+    def _list(self, req: Request, doc: str, coll: _Collection, newest_first: bool) -> Response:
+        """``GET /v1/{customers|orders|products}``: ``limit`` 1..100 (default 10), ``page`` from 1 (99 at
+        most for customers), ``order`` by ``created_at``/``updated_at``/``source_id`` (``-`` descending);
+        unordered, customers come newest first and orders oldest first, as their pages say. Customers
+        also take the ``email`` filter. (``starting_after`` and the other filters are not served.)"""
+        details = self.spec.query_problem(doc, f"/v1/{doc}", req.query)
+        if details:
+            raise HTTPError(400, "invalid_query_params", "Invalid query params", details)
+        limit, page = int(req.query.get("limit", 10)), int(req.query.get("page", 1))
+        with self._lock:
+            items = list(coll.by_id.values())  # insertion order: creation order
+            if doc == "customers" and req.query.get("email"):
+                items = [c for c in items if (c.get("email") or "").lower() == req.query["email"].lower()]
+            order = req.query.get("order")
+            if order:
+                field = order.lstrip("-")
+                items.sort(key=lambda o: (o.get(field) is None, str(o.get(field) or "")))
+                if order.startswith("-"):
+                    items.reverse()
+            elif newest_first:
+                items.reverse()
+            chunk = [copy.deepcopy(o) for o in items[(page - 1) * limit : page * limit]]
+        body: dict[str, Any] = {"object": "list", "data_ref": doc, doc: chunk, "total": len(items)}
+        if doc == "customers":
+            body["has_more"] = page * limit < len(items)
+        return Response(200, body)
+
+    def _customers_list(self, req: Request) -> Response:
+        return self._list(req, "customers", self.customers, newest_first=True)
+
+    def _orders_list(self, req: Request) -> Response:
+        return self._list(req, "orders", self.orders, newest_first=False)
+
+    def _products_list(self, req: Request) -> Response:
+        return self._list(req, "products", self.products, newest_first=False)
 
     # ------------------------------------------------------------------------------------- customers
     def _customer_create(self, req: Request) -> Response:

@@ -9,7 +9,17 @@ import shutil
 import subprocess
 import sys
 
-from local import HOME, REPO, ensure_warehouse, environment, free_port, migrate, say, start_voucherify
+from local import (
+    HOME,
+    REPO,
+    ensure_warehouse,
+    environment,
+    free_port,
+    migrate,
+    say,
+    shown,
+    start_voucherify,
+)
 
 WINDOW = ("2026-10-31", "2026-11-01")
 # The sandbox plays an account allowed 1,200 requests a minute (Voucherify's Organization plan allows
@@ -30,7 +40,7 @@ def main() -> int:
             say(f"Voucherify sandbox at {url} ({LIMIT_PER_MINUTE} requests/minute)")
             say(
                 f"running voucherify_sync for [{WINDOW[0]}, {WINDOW[1]}) - Airflow's log goes to "
-                f"{log_path.relative_to(REPO)}"
+                f"{shown(log_path)}"
             )
             done = subprocess.run(
                 [
@@ -77,8 +87,8 @@ def main() -> int:
             print(f"quarantine of {report['entity']}: {report['quarantine']}")
     print()
     print(
-        "What happened to a record:  PYTHONPATH=plugins .venv/bin/python -m reverse_etl.cli --state .airflow/retl/state.db "
-        "why voucherify customers <customer_id>"
+        "What happened to a record:  PYTHONPATH=plugins .venv/bin/python -m reverse_etl.cli --state "
+        f"{shown(HOME / 'retl' / 'state.db')} why voucherify customers <customer_id>"
     )
     return 0 if result["state"] == "success" else 1
 

@@ -1,7 +1,12 @@
-"""Shared by the demo and the UI launcher: sample warehouse, sandbox process and environment."""
+"""Shared by the demo and the UI launcher: sample warehouse, sandbox processes, environment, setup.
+
+Everything lands under ``RETL_LOCAL_DIR`` (the repository by default): ``.airflow/`` (Airflow's home, the
+state store, the sandboxes' files) and ``data/warehouse.duckdb``.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -12,6 +17,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "plugins")]
 
+from procs import spawn  # noqa: E402
+
 from sandbox.env import (  # noqa: E402
     SALESFIRE_LISTS,
     SALESFIRE_SITE,
@@ -20,8 +27,9 @@ from sandbox.env import (  # noqa: E402
     connections_env,
 )
 
-HOME = REPO / ".airflow"
-WAREHOUSE = REPO / "data" / "warehouse.duckdb"
+BASE = Path(os.environ.get("RETL_LOCAL_DIR") or REPO).resolve()
+HOME = BASE / ".airflow"
+WAREHOUSE = BASE / "data" / "warehouse.duckdb"
 # one per vendor account
 POOLS = (
     "voucherify_default",
@@ -36,9 +44,14 @@ def say(message: str) -> None:
     print(f"==> {message}", flush=True)
 
 
+def shown(path: Path) -> str:
+    """``path`` for messages: relative to the repository when inside it."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def ensure_warehouse(customers: int = 10_000) -> Path:
     if not WAREHOUSE.exists():
-        say(f"building the sample warehouse ({customers:,} customers) in {WAREHOUSE.relative_to(REPO)}")
+        say(f"building the sample warehouse ({customers:,} customers) in {shown(WAREHOUSE)}")
         WAREHOUSE.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [
@@ -82,40 +95,53 @@ def start_connectif(port: int, limit: int, window: float) -> tuple[subprocess.Po
     return start_sandbox("connectif", port, ["--limit", str(limit), "--window", str(window)])
 
 
+@contextlib.contextmanager
+def _killed_on_error(proc: subprocess.Popen):
+    """A sandbox that fails to start, or whose start is interrupted (Ctrl-C), is not left running."""
+    try:
+        yield
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+
+
 def start_sftp(port: int) -> tuple[subprocess.Popen, dict]:
     """The SFTP sandbox standing in for Splio's server; returns its connection fields."""
     import json
 
     root = HOME / "retl" / "splio-sftp"
-    proc = subprocess.Popen(
+    proc = spawn(
         [sys.executable, "-m", "sandbox.sftp", "--root", str(root), "--port", str(port)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
     )
-    line = proc.stdout.readline()
-    if not line:
-        raise SystemExit("the SFTP sandbox did not start (see the message above)")
-    return proc, json.loads(line)
+    with _killed_on_error(proc):
+        line = proc.stdout.readline()
+        if not line:
+            raise SystemExit("the SFTP sandbox did not start (see the message above)")
+        return proc, json.loads(line)
 
 
 def start_sandbox(vendor: str, port: int, args: list[str]) -> tuple[subprocess.Popen, str]:
     """Start ``python -m sandbox.<vendor>`` on ``port`` and wait until it accepts connections."""
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
+    proc = spawn(
         [sys.executable, "-m", f"sandbox.{vendor}", "--port", str(port), *args],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return proc, url
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the {vendor} sandbox did not start (see the message above)") from None
-            time.sleep(0.2)
+    with _killed_on_error(proc):
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return proc, url
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"the {vendor} sandbox did not start (see the message above)") from None
+                time.sleep(0.2)
 
 
 def environment(
@@ -149,15 +175,16 @@ def environment(
 
 def migrate(env: dict[str, str], log) -> None:
     """Airflow's metadata database, the vendor pools, and the state store: the one-off setup of a deployment."""
-    say("creating the state store (.airflow/retl/state.db): python -m reverse_etl.cli init")
+    say(f"creating the state store ({shown(HOME / 'retl' / 'state.db')}): python -m reverse_etl.cli init")
     subprocess.run(
         [sys.executable, "-m", "reverse_etl.cli", "init"],
         env=env,
+        cwd=REPO,
         check=True,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    say("preparing the Airflow metadata database (.airflow/airflow.db)")
+    say(f"preparing the Airflow metadata database ({shown(HOME / 'airflow.db')})")
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],
         env=env,

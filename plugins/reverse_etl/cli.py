@@ -7,6 +7,8 @@
     python -m reverse_etl.cli failed voucherify orders          # uses the Airflow connection retl_state
     python -m reverse_etl.cli salesmanago-contact ann@example.com  # what SALESmanago holds (Data Talks)
     python -m reverse_etl.cli salesmanago-contact --sm-id 5b1c...  # the same by SALESmanago's contact id
+    python -m reverse_etl.cli reconcile voucherify customers [--window-start 2026-01-01 --window-end ...]
+        [--dry-run]    # after a lost state store: record delivered what the vendor already holds
 
 ``--state`` takes a SQLite file or a SQLAlchemy URL; without it the ``retl_state`` Airflow connection is used.
 """
@@ -50,6 +52,24 @@ def main(argv: list[str] | None = None) -> int:
     contact.add_argument("email", nargs="?")
     contact.add_argument("--sm-id", help="SALESmanago's contact id (GET /v1/contact_by_sm_id, path inferred)")
     contact.add_argument("--conn-id", default="salesmanago_default")
+    rec = sub.add_parser(
+        "reconcile",
+        help="read the vendor's records back and record delivered the ones it holds as we would send them "
+        "(after a lost state store); sends nothing",
+    )
+    rec.add_argument("destination")
+    rec.add_argument("entity")
+    rec.add_argument("--window-start", help="ISO date-time (UTC); default: all time")
+    rec.add_argument("--window-end", help="ISO date-time (UTC), exclusive; default: now")
+    rec.add_argument("--dry-run", action="store_true", help="compare and report; write nothing")
+    rec.add_argument("--conn-id", help="the vendor's Airflow connection (default: <vendor>_default)")
+    rec.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="a DAG param the payloads depend on, as the runs set it (e.g. historical_import=true)",
+    )
     args = parser.parse_args(argv)
     from reverse_etl.errors import SyncError
 
@@ -63,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "init":
         return init(_url(args.state))
+    if args.command == "reconcile":
+        return reconcile(args, parser)
     if args.command == "salesmanago-contact":
         if bool(args.email) == bool(args.sm_id):
             parser.error("salesmanago-contact takes an EMAIL or --sm-id ID (one of them)")
@@ -129,6 +151,38 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             for row in rows:
                 print(f"{row.record_key}\t{row.status}\t{row.error}")
     return 0
+
+
+def reconcile(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from reverse_etl.errors import SyncError
+    from reverse_etl.ledger import state_store_url
+    from reverse_etl.reconcile import run_command
+
+    params = {}
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--param takes NAME=JSON, got {item!r}")
+        try:
+            params[name] = json.loads(value)
+        except ValueError:
+            params[name] = value
+    if args.window_end and not args.window_start:
+        parser.error("--window-end needs --window-start")
+    try:
+        return run_command(
+            args.destination,
+            args.entity,
+            window_start=args.window_start,
+            window_end=args.window_end,
+            dry_run=args.dry_run,
+            conn_id=args.conn_id,
+            params=params,
+            url=_url(args.state) or state_store_url(),
+        )
+    except SyncError as exc:
+        print(f"reconcile {args.destination} {args.entity}: {exc}", file=sys.stderr)
+        return 2
 
 
 def init(url: str | None) -> int:

@@ -33,6 +33,13 @@ def common_params(entities: list[str], max_rejected_share: float) -> dict:
     return {
         "dry_run": Param(False, type="boolean", description="Extract, validate and diff; send nothing."),
         "full_resync": Param(False, type="boolean", description="Send every valid row, even unchanged ones."),
+        "reconcile": Param(
+            False,
+            type="boolean",
+            description="Before planning, read the vendor's records back and record delivered those it "
+            "already holds as we would send them (after a lost state store); fails for vendors that cannot be "
+            "read back. Sends nothing itself.",
+        ),
         "window_start": Param(
             None,
             type=["null", "string"],

@@ -314,6 +314,47 @@ class Ledger:
             )
             self._log(conn, ((key, DELIVERED, ref) for key, ref in delivered))
 
+    def mark_reconciled(self, held: list[tuple[str, str]], detail: str) -> None:
+        """Records the vendor already holds as we would send them (``(key, payload hash)``): delivered with
+        that hash, so the next run skips them; the event says how we know."""
+        now = _now()
+        rows = [
+            {
+                "destination": self.destination,
+                "entity": self.entity,
+                "record_key": key,
+                "operation": UPSERT,
+                "status": DELIVERED,
+                "payload_hash": digest,
+                "delivered_hash": digest,
+                "payload": None,
+                "error": None,
+                "vendor_ref": None,
+                "attempts": 0,
+                "first_run_id": self.run_id,
+                "last_run_id": self.run_id,
+                "updated_at": now,
+            }
+            for key, digest in held
+        ]
+        with self.engine.begin() as conn:
+            self._upsert(
+                conn,
+                rows,
+                [
+                    "operation",
+                    "status",
+                    "payload_hash",
+                    "delivered_hash",
+                    "payload",
+                    "error",
+                    "vendor_ref",
+                    "last_run_id",
+                    "updated_at",
+                ],
+            )
+            self._log(conn, ((key, DELIVERED, detail) for key, _ in held))
+
     def _keyset_pages(self, columns: list, condition, batch_size: int) -> Iterator[list]:
         """Rows of this sync matching ``condition``, in key order, ``batch_size`` at a time: keyset paging
         (``record_key > last``) keeps memory flat and each query cheap however large the ledger."""

@@ -59,6 +59,7 @@ def test_schedule_and_run_settings(dagbag):
         for param in (
             "dry_run",
             "full_resync",
+            "reconcile",
             "window_start",
             "window_end",
             "entities",

@@ -182,6 +182,26 @@ class SplioSFTPHook(SFTPHook):
             return False
         return True
 
+    def read_files(self, pattern: re.Pattern, delimiter: str):
+        """Rows (``dict`` by header) of the files of ``remote_dir`` whose name matches ``pattern``, file by
+        file in name order (dates ascending: a later file's row is the newer), with the file's name. Each
+        file is downloaded to a temporary folder first, so the connection is not held while parsing."""
+        import csv
+        import gzip
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="retl-splio-read-") as tmp:
+            with self.get_managed_conn() as sftp:
+                names = sorted(n for n in sftp.listdir(self.remote_dir) if pattern.fullmatch(n))
+                for name in names:
+                    sftp.get(posixpath.join(self.remote_dir, name), os.path.join(tmp, name))
+            for name in names:
+                local = os.path.join(tmp, name)
+                opener = gzip.open if name.endswith(".gz") else open
+                with opener(local, "rt", encoding="utf-8-sig", newline="") as handle:
+                    for row in csv.DictReader(handle, delimiter=delimiter):
+                        yield name, row
+
     def remove_others(self, pattern: re.Pattern, keep: set[str]) -> list[str]:
         """Remove files of ``remote_dir`` whose name matches ``pattern`` (a window's earlier parts, or a
         temporary file an interrupted upload left) except ``keep``: a rerun replaces, never adds."""

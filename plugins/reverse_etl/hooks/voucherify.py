@@ -86,6 +86,55 @@ class VoucherifyHook(VendorHttpHook):
 
         self.request("DELETE", f"/v1/customers/{quote(id_or_source_id, safe='')}")
 
+    # --- reading back (reconcile) -----------------------------------------------------------------------
+    LIST_LIMIT = 100  # "The limit can range between 1 and 100 items"
+    LIST_MAX_PAGE = {"customers": 99, "orders": 100, "products": 100}  # ParameterPage99 / ParameterPage
+
+    def list_page(self, resource: str, page: int) -> dict:
+        """``GET /v1/{resource}?limit=100&page=N`` (oldest first where the list can sort by creation)."""
+        params: dict[str, Any] = {"limit": self.LIST_LIMIT, "page": page}
+        if resource in ("customers", "orders", "products"):
+            params["order"] = "created_at"
+        return self.request("GET", f"/v1/{resource}", params=params).json()
+
+    def get_object(self, resource: str, id_or_source_id: str) -> dict | None:
+        """``GET /v1/{resource}/{id or source_id}``; None when Voucherify has no such object."""
+        from urllib.parse import quote
+
+        from reverse_etl.errors import VendorNotFound
+
+        try:
+            return self.request("GET", f"/v1/{resource}/{quote(id_or_source_id, safe='')}").json()
+        except VendorNotFound:
+            return None
+
+    def read_objects(self, resource: str, refs: list[str], by: str = "source_id") -> dict[str, dict]:
+        """Objects of ``resource`` whose ``by`` field (``source_id`` or ``id``) is in ``refs``, for the fewest
+        requests: the listing (100 a page) when it takes fewer pages than there are refs and the pages
+        reach every object (customers: 99 pages at most), else one ``GET`` per ref."""
+        wanted = set(refs)
+        if not wanted:
+            return {}
+        found: dict[str, dict] = {}
+        first = self.list_page(resource, 1)
+        total = int(first.get("total") or 0)
+        pages = max(1, -(-total // self.LIST_LIMIT))
+        if pages <= len(wanted) and pages <= self.LIST_MAX_PAGE.get(resource, 100):
+            page, body = 1, first
+            while True:
+                for item in body.get(body.get("data_ref") or resource) or []:
+                    if item.get(by) in wanted:
+                        found[item[by]] = item
+                if len(found) == len(wanted) or page >= pages:
+                    return found
+                page += 1
+                body = self.list_page(resource, page)
+        for ref in refs:
+            item = self.get_object(resource, ref)
+            if item is not None and item.get(by) == ref:
+                found[ref] = item
+        return found
+
     def get_async_action(self, action_id: str) -> dict:
         return self.request("GET", f"/v1/async-actions/{action_id}").json()
 

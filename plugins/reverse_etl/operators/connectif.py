@@ -32,6 +32,8 @@ class _ConnectifLoad(SyncLoadOperator):
 
     destination = "connectif"
     hook_class = ConnectifHook
+    vendor_name = "Connectif"
+    read_back_refusal = "Connectif's exports give contacts and activities, not these records"
     batch_size = 1  # single-record endpoints: every answer is recorded as it comes
     max_batch_bytes = 45_000_000  # under Connectif's 50 MB per import file, CSV overhead included
     bulk_kind: ClassVar[str | None] = None
@@ -130,6 +132,33 @@ class ConnectifContactsOperator(_ConnectifLoad):
         "smsSubscriptionStatus",
         "points",
     )
+
+    can_read_back = True
+
+    def read_back(self, hook: ConnectifHook, keys: list[str]) -> dict[str, dict]:
+        """One contacts export (``POST /exports/``, polled, its file downloaded without our key): a few
+        requests whatever the number of contacts. Cells are text, empty meaning no value."""
+        import tempfile
+
+        wanted = set(keys)
+        created = hook.create_export("contacts")
+        found = hook.wait_export(str(created["id"]))
+        if found.get("status") != "finished" or not found.get("fileUrl"):
+            raise VendorError(
+                f"Connectif contacts export {found.get('id')} ended {found.get('status')} without a file; "
+                "run reconcile again."
+            )
+        held: dict[str, dict] = {}
+        with tempfile.TemporaryDirectory(prefix="retl-reconcile-") as tmp:
+            path = f"{tmp}/contacts.csv"
+            hook.download_to(found["fileUrl"], path)
+            with open(path, encoding="utf-8-sig", newline="") as handle:
+                reader = csv.DictReader(handle, delimiter=found.get("delimiter") or hook.delimiter)
+                for row in reader:
+                    key = (row.get(self.key_column) or "").strip().lower()
+                    if key in wanted:
+                        held[key] = {k: (v if v != "" else None) for k, v in row.items()}
+        return held
 
     def build_payload(self, row: dict, context: Any) -> dict:
         mapped = row_to_payload(row)

@@ -73,6 +73,23 @@ class SyncLoadOperator(BaseOperator):
     def send_deletes(self, hook: Any, batch: list[Planned], context: Any) -> list[Outcome]:
         raise NotImplementedError(f"{type(self).__name__} cannot delete")
 
+    # Reconcile (see ``reverse_etl.reconcile``): adapters that can read their records back set
+    # ``can_read_back`` and implement ``read_back``; the others say why not in ``read_back_refusal``.
+    can_read_back: ClassVar[bool] = False
+    read_back_refusal: ClassVar[str] = ""
+    vendor_name: ClassVar[str] = ""
+
+    def read_back(self, hook: Any, keys: list[str]) -> dict[str, dict]:
+        """The vendor's records of these keys, ``{key: record}`` (absent keys left out), read as cheaply as
+        the vendor allows (a listing or one lookup per key). Never writes to the vendor."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read its records back")
+
+    def holds(self, vendor_record: dict, payload: dict) -> bool:
+        """Does the vendor's record hold this payload? Override where the vendor answers in other shapes."""
+        from reverse_etl.reconcile import holds
+
+        return holds(vendor_record, payload)
+
     def batch_limit(self, context: Any) -> int:
         """Records per batch; the ledger records answers batch by batch. ``self.pending_count`` (records
         waiting to be sent, set before delivery) lets an adapter switch to a bulk path for large deltas."""
@@ -114,6 +131,7 @@ class SyncLoadOperator(BaseOperator):
         manifest = self.manifest or {}
         ledger = Ledger(self.destination, self.entity, context["run_id"])
         hook = self.hook_class(self.vendor_conn_id)
+        self._dry_run_held: set[str] = set()
         counts = {
             "extracted": manifest.get("rows", 0),
             "valid": manifest.get("valid", 0),
@@ -139,6 +157,8 @@ class SyncLoadOperator(BaseOperator):
                     wait=settings.lease_wait_seconds(),
                 )
                 self._resume_jobs(hook, ledger, counts)
+            if params.get("reconcile"):
+                self._reconcile(hook, ledger, manifest, counts, context, dry_run=dry_run)
             self._plan(ledger, manifest, counts, context, dry_run=dry_run, full_resync=full_resync)
             if not dry_run:
                 done = self._deliver(hook, ledger, counts, context)
@@ -205,6 +225,9 @@ class SyncLoadOperator(BaseOperator):
                     if self.send_once and state.get("status") == DELIVERED:
                         counts["unchanged_skipped"] += 1
                         continue
+                    if key in self._dry_run_held:  # reconcile in a dry run: the vendor holds it
+                        counts["unchanged_skipped"] += 1
+                        continue
                     payload = self.build_payload(row, context)
                     digest = payload_hash(payload)
                     if (
@@ -240,6 +263,41 @@ class SyncLoadOperator(BaseOperator):
             counts["to_delete"],
             counts["unchanged_skipped"],
         )
+
+    def _reconcile(
+        self, hook: Any, ledger: Ledger, manifest: dict, counts: dict, context: Any, *, dry_run: bool
+    ) -> None:
+        """The param ``reconcile``: record delivered what the vendor already holds, before planning, so
+        this run sends only what the vendor lacks or holds in an older version (after a lost state store)."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from reverse_etl import reconcile
+        from reverse_etl.staging import iter_parquet
+
+        name = f"{self.destination}.{self.entity}"
+        if not self.can_read_back:
+            if dry_run:
+                log.warning("%s", reconcile.refusal(self))
+                counts["reconciled"] = {"refused": self.read_back_refusal}
+                return
+            raise AirflowFailException(reconcile.refusal(self))
+        if not manifest.get("valid_path"):
+            counts["reconciled"] = reconcile.ReconcileReport().as_dict()
+            return
+        chunk = settings.chunk_rows()
+        result = reconcile.reconcile(
+            self,
+            hook,
+            ledger,
+            lambda: (batch.to_pylist() for batch in iter_parquet(manifest["valid_path"], chunk)),
+            context,
+            dry_run=dry_run,
+            # A dry run records nothing: its plan leaves the held records out of the preview instead.
+            on_held=self._dry_run_held.update if dry_run else None,
+            on_progress=ledger.renew_lease,
+        )
+        counts["reconciled"] = result.as_dict()
+        log.info("%s", result.summary(name, dry_run))
 
     def _resume_jobs(self, hook: Any, ledger: Ledger, counts: dict) -> None:
         """Poll vendor jobs a previous try started: their records must not be sent again."""

@@ -20,6 +20,8 @@ class SalesfireCustomersOperator(SyncLoadOperator):
 
     destination = "salesfire"
     entity = "customers"
+    vendor_name = "Salesfire"
+    read_back_refusal = "Salesfire's API has no endpoint that reads customers back"
     hook_class = SalesfireHook
     batch_size = 1
 

@@ -15,6 +15,7 @@ from reverse_etl.operators.load import SyncLoadOperator
 class _DataTalksLoad(SyncLoadOperator):
     destination = "salesmanago"
     hook_class = DataTalksHook
+    vendor_name = "SALESmanago"
     batch_size = 1  # contacts and events: one object per request
 
     def send_one(self, hook: DataTalksHook, payload: dict) -> None:
@@ -31,6 +32,17 @@ class SalesmanagoContactsOperator(_DataTalksLoad):
 
     entity = "contacts"
     supports_delete = True
+    can_read_back = True
+
+    def read_back(self, hook: DataTalksHook, keys: list[str]) -> dict[str, dict]:
+        """``GET /v1/contact_by_email`` per contact: one request each (Data Talks lists nothing)."""
+        held = {}
+        for email in keys:
+            found = hook.contact_by_email(email)
+            contact = (found or {}).get("contact")
+            if contact:
+                held[email] = contact
+        return held
 
     def send_one(self, hook: DataTalksHook, payload: dict) -> None:
         hook.upsert_contact(payload)
@@ -45,6 +57,7 @@ class SalesmanagoEventsOperator(_DataTalksLoad):
 
     entity = "events"
     send_once = True
+    read_back_refusal = "Data Talks offers no way to read SALESmanago's external events back"
 
     def send_one(self, hook: DataTalksHook, payload: dict) -> None:
         hook.add_event(payload)
@@ -55,6 +68,7 @@ class SalesmanagoProductsOperator(_DataTalksLoad):
     (``id`` required); a refused array is split until the refused products are isolated."""
 
     entity = "products"
+    read_back_refusal = "Data Talks offers no way to read SALESmanago's products back"
 
     def batch_limit(self, context: Any) -> int:
         return self.hook_class(self.vendor_conn_id).extra("products_per_request", 100, int)

@@ -38,6 +38,44 @@ class SplioReferralUploadOperator(BaseOperator):
     destination = "splio_referral"
     entity = "referral_contacts"
     default_pattern = "referral_contacts_{date}{part}.csv"
+    vendor_name = "Splio"
+    can_read_back = True
+    key_column = "unique_id"  # the file's column holding the record key (``_key``)
+
+    @staticmethod
+    def open_hook(conn_id: str | None) -> Any:
+        """The SFTP hook (imported here: DAG files must not import the SFTP provider)."""
+        from reverse_etl.hooks.splio import SplioSFTPHook
+
+        return SplioSFTPHook(conn_id or SplioSFTPHook.default_conn_name)
+
+    # --- reconcile: the files we uploaded are still on Splio's server ---------------------------------
+    def build_payload(self, row: dict, context: Any) -> dict:
+        """The record as one file line: the mapping's columns (``_`` meta columns left out)."""
+        from reverse_etl.payload import row_to_payload
+
+        return row_to_payload(row)
+
+    def holds(self, vendor_record: dict, payload: dict) -> bool:
+        from reverse_etl.reconcile import holds
+
+        return holds(vendor_record, payload)
+
+    def read_back(self, hook: Any, keys: list[str]) -> dict[str, dict]:
+        """Every line of every window's file on the server (the newest file's line wins), by key."""
+        import re
+
+        from reverse_etl.csvfile import window_regex
+
+        pattern = hook.extra("file_pattern", self.default_pattern)
+        any_date = re.compile(window_regex(pattern, "00000000").pattern.replace("00000000", r"\d{8}"))
+        wanted = set(keys)
+        held: dict[str, dict] = {}
+        for name, row in hook.read_files(any_date, hook.extra("delimiter", ";")):
+            key = row.get(self.key_column)
+            if key in wanted:
+                held[key] = {**row, "_file": name}
+        return held
 
     def __init__(self, *, manifest: Any, vendor_conn_id: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -54,6 +92,11 @@ class SplioReferralUploadOperator(BaseOperator):
         params = context["params"]
         skip_unless_selected(params, self.entity)
         dry_run = bool(params.get("dry_run"))
+        if params.get("reconcile"):
+            log.info(
+                "reconcile: nothing to do for Splio Referral in a run; a window's file is rebuilt whole and "
+                "every line uploaded is recorded delivered (the CLI's reconcile rebuilds older windows' history)"
+            )
         manifest = self.manifest or {}
         hook = SplioSFTPHook(self.vendor_conn_id or SplioSFTPHook.default_conn_name)
         window = manifest.get("window") or {}

@@ -44,6 +44,13 @@ def _action_outcomes(action: dict, batch: list[Planned]) -> list[Outcome]:
 class _VoucherifyLoad(SyncLoadOperator):
     destination = "voucherify"
     hook_class = VoucherifyHook
+    vendor_name = "Voucherify"
+    can_read_back = True
+    resource: ClassVar[str] = ""
+
+    def read_back(self, hook: VoucherifyHook, keys: list[str]) -> dict[str, dict]:
+        """Listed (``GET /v1/{resource}``, 100 a page) or got one by one by ``source_id``."""
+        return hook.read_objects(self.resource, keys)
 
     def collect(self, hook: VoucherifyHook, job_ref: str, batch: list[Planned]) -> list[Outcome]:
         return _action_outcomes(hook.wait_async_action(job_ref), batch)
@@ -52,7 +59,6 @@ class _VoucherifyLoad(SyncLoadOperator):
 class _VoucherifyBulkLoad(_VoucherifyLoad):
     """Customers and products: ``bulk/async`` upserts by ``source_id`` (10 MB per request)."""
 
-    resource: ClassVar[str] = ""
     batch_size = 1000
     max_batch_bytes = 9_000_000
 
@@ -82,6 +88,19 @@ class VoucherifyOrdersOperator(_VoucherifyLoad):
     """
 
     entity = "orders"
+    resource = "orders"
+
+    def read_back(self, hook: VoucherifyHook, keys: list[str]) -> dict[str, dict]:
+        """Orders name their customer by Voucherify id only: look the customers up (listed or one by one)
+        so the order's ``customer.source_id`` can be compared with ours."""
+        orders = super().read_back(hook, keys)
+        ids = sorted({o["customer_id"] for o in orders.values() if o.get("customer_id")})
+        customers = hook.read_objects("customers", ids, by="id")
+        for order in orders.values():
+            customer = customers.get(order.get("customer_id") or "")
+            if customer is not None:
+                order["customer"] = {**(order.get("customer") or {}), "source_id": customer.get("source_id")}
+        return orders
 
     def build_payload(self, row: dict, context: Any) -> dict:
         """The import stamps ``created_at`` with the import time and its item schema has no ``created_at``:
