@@ -94,8 +94,9 @@ HTTP = {
         lambda r: r["body"]["data"]["externalId"], True, (SECRET_KEY,),
     ),
 }  # fmt: skip
+# Over SFTP there is no request log: delivered_rows reads the complete files (a row's key is unique_id).
 SPLIO = Destination(
-    "splio_referral_sync", "splio_referral", "referral_contacts", "PUT", "", lambda r: r, True, ()
+    "splio_referral_sync", "splio_referral", "referral_contacts", "SFTP put", "/", str, True, ()
 )
 
 
