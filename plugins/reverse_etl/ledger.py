@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from reverse_etl.progress import add_heartbeat, remove_heartbeat
 from reverse_etl.store import open_store, state_store_url
 
 PENDING, IN_FLIGHT, DELIVERED, FAILED, REJECTED, DELETED = (
@@ -169,6 +170,7 @@ class Ledger:
         waiting.done(f"{holder} holds it")
         self._lease_renewed = time.monotonic()
         self._lease = (holder, ttl)
+        add_heartbeat(self.renew_lease)  # waits inside the load (429s, vendor jobs) keep the lease alive
 
     def renew_lease(self) -> None:
         """Push the lease's expiry on while the load makes progress (at most every third of the ttl)."""
@@ -198,6 +200,7 @@ class Ledger:
         holder, _ = getattr(self, "_lease", (None, 0))
         if holder is None:
             return
+        remove_heartbeat(self.renew_lease)
         t = self.leases
         with self.engine.begin() as conn:
             conn.execute(

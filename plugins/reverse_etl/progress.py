@@ -13,9 +13,30 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 DEFAULT_LOG_SECONDS = 30.0
+# Called on every tick of every wait: a load registers its lease renewal here, so a long wait inside one
+# request (a 429 storm, a vendor job, the rate budget) keeps the sync's lease alive for the task that waits.
+_heartbeats: list[Callable[[], None]] = []
+
+
+def add_heartbeat(beat: Callable[[], None]) -> None:
+    _heartbeats.append(beat)
+
+
+def remove_heartbeat(beat: Callable[[], None]) -> None:
+    if beat in _heartbeats:
+        _heartbeats.remove(beat)
+
+
+def _beat() -> None:
+    for beat in list(_heartbeats):
+        try:
+            beat()
+        except Exception as exc:  # a heartbeat must not break the wait it rides on
+            log.warning("heartbeat %s failed during a wait: %s", getattr(beat, "__qualname__", beat), exc)
 
 
 def log_seconds() -> float:
@@ -77,6 +98,7 @@ class Wait:
         """Log a progress line if one is due; ``detail`` (the latest news) is kept for the next line."""
         if detail is not None:
             self.detail = detail
+        _beat()
         now = time.monotonic()
         if now - self._last < self.interval:
             return False

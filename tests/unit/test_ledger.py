@@ -71,3 +71,22 @@ def test_one_load_per_sync_at_a_time(state_store):
     # A crashed holder never releases: its lease expires.
     time.sleep(1.1)
     daily.acquire_lease("dag/daily/orders.load", ttl=1.0, wait=0)
+
+
+def test_a_long_wait_inside_a_load_keeps_its_lease_alive(state_store, monkeypatch):
+    """A 429 storm or a vendor job can outlast the lease's ttl: every wait's tick renews the holder's lease,
+    so another run cannot take the sync over while this one still sends."""
+    import pytest
+
+    from reverse_etl.errors import SyncError
+    from reverse_etl.progress import Wait
+
+    monkeypatch.setenv("RETL_PROGRESS_LOG_SECONDS", "0.2")
+    daily, backfill = Ledger("v", "orders", "daily"), Ledger("v", "orders", "backfill")
+    daily.acquire_lease("dag/daily/orders.load", ttl=1.0, wait=0)
+    Wait("Voucherify to stop throttling").sleep(1.6)  # longer than the ttl
+    with pytest.raises(SyncError, match=r"being loaded by dag/daily/orders\.load"):
+        backfill.acquire_lease("dag/backfill/orders.load", ttl=1.0, wait=0)
+    daily.release_lease()
+    backfill.acquire_lease("dag/backfill/orders.load", ttl=1.0, wait=0)
+    backfill.release_lease()
