@@ -123,9 +123,12 @@ def test_deletes_what_the_source_lost_once_with_the_reason(source):
 
 @pytest.mark.postgres
 def test_same_detection_with_the_ledger_on_postgresql(source, postgres_database, monkeypatch):
+    from reverse_etl.store import init_store
+
     monkeypatch.setenv(
         "AIRFLOW_CONN_RETL_STATE", postgres_database.replace("postgresql://", "postgres://", 1)
     )
+    init_store(postgres_database.replace("postgresql://", "postgresql+psycopg2://", 1))
     ledger = Ledger("v", "customers", "r0")
     ledger.plan([Planned(k, UPSERT, f"h{k}", "{}") for k in DELIVERED_KEYS])
     ledger.apply([Outcome(k, DELIVERED) for k in DELIVERED_KEYS])
