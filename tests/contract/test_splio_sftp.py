@@ -8,7 +8,7 @@ import asyncssh
 import pytest
 
 from reverse_etl.csvfile import window_regex
-from reverse_etl.errors import ConfigError, VendorAuthError
+from reverse_etl.errors import ConfigError, VendorAuthError, VendorUnavailable
 from reverse_etl.hooks.splio import SplioSFTPHook
 from sandbox.env import conn_json
 from sandbox.sftp import SFTPSandbox
@@ -55,6 +55,18 @@ def test_dropped_connection_is_retried_into_one_complete_file(sftp, monkeypatch,
     hook.upload(str(local), "referral_contacts_20261031.csv")
     assert sftp.drops == 1
     assert sftp.files() == {"referral_contacts_20261031.csv": local.read_bytes()}  # no partial file left
+
+
+def test_a_server_that_stalls_mid_file_times_out_and_is_retried_not_waited_on(sftp, monkeypatch, tmp_path):
+    local = tmp_path / "file.csv"
+    local.write_bytes(b"unique_id;email\n" + b"R1;r1@example.com\n" * 100)
+    hook = wire(monkeypatch, sftp, timeout_seconds=0.5, upload_attempts=2)
+    sftp.write_delay = 30.0  # every write stalls far longer than the session's timeout
+    with pytest.raises(VendorUnavailable, match=r"failed 2 times \((TimeoutError|timeout)"):
+        hook.upload(str(local), "referral_contacts_20261031.csv")
+    sftp.write_delay = 0.0
+    assert hook.upload(str(local), "referral_contacts_20261031.csv") == local.stat().st_size
+    assert sftp.files() == {"referral_contacts_20261031.csv": local.read_bytes()}
 
 
 def test_a_wrong_host_key_is_refused_before_anything_is_sent(sftp, monkeypatch, tmp_path):

@@ -8,6 +8,7 @@ import os
 import posixpath
 import random
 import re
+from contextlib import contextmanager
 from typing import Any
 
 from airflow.providers.sftp.hooks.sftp import SFTPHook
@@ -25,7 +26,8 @@ class SplioSFTPHook(SFTPHook):
     """Connection (type ``sftp``): ``host``, ``port`` (22), ``login`` from Splio's project manager; extras
     ``private_key`` (or ``key_file``) and ``host_key`` (``ssh-ed25519 AAAA...``, required), plus the file
     settings the operator reads: ``remote_dir`` (``/``), ``delimiter`` (``;``), ``file_pattern``,
-    ``max_lines`` (200000), ``gzip`` (false), ``upload_attempts`` (3), ``backoff_base_seconds`` (2).
+    ``max_lines`` (200000), ``gzip`` (false), ``upload_attempts`` (3), ``backoff_base_seconds`` (2),
+    ``timeout_seconds`` (60: a stalled read or write).
     """
 
     default_conn_name = "splio_referral_default"
@@ -62,6 +64,14 @@ class SplioSFTPHook(SFTPHook):
     def extra(self, name: str, default: Any, cast: type = str) -> Any:
         return typed_extra(self.extras, name, default, cast, f"SFTP connection '{self.ssh_conn_id}'")
 
+    @contextmanager
+    def session(self):
+        """An SFTP session whose reads and writes time out (``timeout_seconds``, 60): a server that stalls
+        mid-file fails the attempt (retried like a dropped connection) instead of hanging the task."""
+        with self.get_managed_conn() as sftp:
+            sftp.get_channel().settimeout(self.extra("timeout_seconds", 60.0, float))
+            yield sftp
+
     @property
     def gzipped(self) -> bool:
         return str(self.extras.get("gzip", False)).lower() == "true"
@@ -86,7 +96,7 @@ class SplioSFTPHook(SFTPHook):
         wait = Wait(f"Splio's SFTP server {self.remote_host}:{self.port} to take {name}", logger=log)
         for attempt in range(1, attempts + 1):
             try:
-                with self.get_managed_conn() as sftp:
+                with self.session() as sftp:
                     self._remove_leftovers(sftp)
                     sftp.put(local_path, temp, confirm=True)  # confirm: the server's size must match
                     try:
@@ -158,7 +168,7 @@ class SplioSFTPHook(SFTPHook):
         """Best effort after a failed upload: remove its partial file if the server still answers. A
         failure here is logged, never raised over the upload's own error (the next upload removes it)."""
         try:
-            with self.get_managed_conn() as sftp:
+            with self.session() as sftp:
                 try:
                     size = sftp.stat(temp).st_size
                 except FileNotFoundError:
@@ -191,7 +201,7 @@ class SplioSFTPHook(SFTPHook):
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="retl-splio-read-") as tmp:
-            with self.get_managed_conn() as sftp:
+            with self.session() as sftp:
                 names = sorted(n for n in sftp.listdir(self.remote_dir) if pattern.fullmatch(n))
                 for name in names:
                     sftp.get(posixpath.join(self.remote_dir, name), os.path.join(tmp, name))
@@ -206,7 +216,7 @@ class SplioSFTPHook(SFTPHook):
         """Remove files of ``remote_dir`` whose name matches ``pattern`` (a window's earlier parts, or a
         temporary file an interrupted upload left) except ``keep``: a rerun replaces, never adds."""
         removed = []
-        with self.get_managed_conn() as sftp:
+        with self.session() as sftp:
             for name in sftp.listdir(self.remote_dir):
                 bare = name.removeprefix(".").removesuffix(TEMP_SUFFIX)
                 if name not in keep and pattern.fullmatch(bare):
