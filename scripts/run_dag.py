@@ -15,6 +15,17 @@ import logging
 import sys
 
 
+def run_note(dag_id: str, run_id: str) -> str | None:
+    """The DAG run's note as the metadata database holds it (written by the run_notes listener)."""
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        dag_run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+        return dag_run.note if dag_run else None
+
+
 def run(dag_id: str, conf: dict, logical_date: dt.datetime) -> tuple[str, str, list[dict], dict, dict]:
     from airflow.dag_processing.dagbag import DagBag
 
@@ -44,12 +55,14 @@ def usage_error(message: str) -> SystemExit:
 
 
 def parse_date(flag: str, value: str) -> dt.datetime:
-    """An ISO date or date-time (UTC when it names no offset)."""
+    """A date, YYYY-MM-DD (UTC midnight): the form the DAGs' window params accept."""
     try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if len(value) != 10:
+            raise ValueError(value)
+        parsed = dt.datetime.combine(dt.date.fromisoformat(value), dt.time(), dt.UTC)
     except ValueError:
-        raise usage_error(f"{flag} {value!r} is not a date: use YYYY-MM-DD or an ISO date-time") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+        raise usage_error(f"{flag} {value!r} is not a date: use YYYY-MM-DD") from None
+    return parsed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                     "reports": list(latest.values()),
                     "tasks": tasks,
                     "tries": tries,
+                    "note": run_note(args.dag_id, run_id),
                 },
                 default=str,
             )

@@ -77,6 +77,69 @@ def run_validate(manifest: dict) -> dict:
     )
 
 
+NOTE_COLUMNS = (
+    "extracted",
+    "valid",
+    "rejected",
+    "sent",
+    "deleted",
+    "failed",
+    "requests",
+    "throttled",
+    "seconds",
+)
+NOTE_KEY = "run_note"  # the XCom the run_notes listener copies into the DAG run's note
+NOTE_LIMIT = 1000  # Airflow's dag_run_note.content is a VARCHAR(1000)
+
+
+def _note_cell(report: dict, column: str) -> str:
+    dry = report.get("dry_run")
+    if column == "sent":
+        return f"would send {report.get('to_send', 0)}" if dry else str(report.get("sent", 0))
+    if column == "deleted":  # planned deletes and the erasure sweep: both are deletions at the vendor
+        if dry:
+            return f"would delete {report.get('to_delete', 0) + report.get('erased', 0)}"
+        return str(report.get("deleted", 0) + report.get("erased", 0))
+    return str(report.get(column, ""))
+
+
+def format_note(reports: list[dict], failed: list[str], *, dry_run: bool) -> str:
+    """The run's summary as a short markdown note (the grid's note box): a table, quarantines, failures.
+    Held under Airflow's 1000 characters: the quarantine files collapse to their folder when too long."""
+    lines = [f"**{'Dry run' if dry_run else 'Run'} report**", ""]
+    if reports:
+        lines += [
+            "| entity | " + " | ".join(NOTE_COLUMNS) + " |",
+            "|---" * (len(NOTE_COLUMNS) + 1) + "|",
+            *(
+                f"| {r.get('entity')} | " + " | ".join(_note_cell(r, c) for c in NOTE_COLUMNS) + " |"
+                for r in reports
+            ),
+        ]
+    else:
+        lines.append("No load report.")
+    tail = []
+    if failed:
+        tail = ["", f"**Failed:** {', '.join(failed)}: see {'its' if len(failed) == 1 else 'their'} log."]
+    quarantined = [r for r in reports if r.get("rejected") and r.get("quarantine")]
+    choices: list[list[str]] = [[]]
+    if quarantined:
+        files = "; ".join(f"{r['entity']}: `{r['quarantine']}`" for r in quarantined)
+        folder = _common_folder([r["quarantine"] for r in quarantined])
+        choices = [["", f"Quarantine: {files}"], ["", f"Quarantine: `{folder}`"], []]
+    for quarantine in choices:
+        note = "\n".join([*lines, *quarantine, *tail])
+        if len(note) <= NOTE_LIMIT:
+            return note
+    return note[: NOTE_LIMIT - 1] + "…"
+
+
+def _common_folder(paths: list[str]) -> str:
+    import os.path
+
+    return os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+
+
 def format_report(reports: list[dict]) -> str:
     """A fixed-width table, one line per entity, for logs and the demo."""
     header = ["entity", *REPORT_COLUMNS]
@@ -123,8 +186,10 @@ def run_report(entities: list[str]) -> dict[str, Any]:
     unfinished = [
         e for e in wanted if latest.get(e, {}).get("status", "success") != "success" or e not in latest
     ]
+    failed = failed_tasks(context) if unfinished else []
+    # Pushed before failing the run: the note says what happened either way.
+    context["ti"].xcom_push(NOTE_KEY, format_note(reports, failed, dry_run=bool(params.get("dry_run"))))
     if unfinished:
-        failed = failed_tasks(context)
         where = (
             f"{', '.join(failed)} failed: see {'its' if len(failed) == 1 else 'their'} log"
             if failed

@@ -193,3 +193,14 @@ class Expected:
         ).fetchall():
             out.setdefault(key, set()).add(defect)
         return out
+
+
+def note_table(note: str) -> dict[str, dict[str, str]]:
+    """The DAG run note's markdown table (written by the report task) as {entity: {column: cell}}."""
+    rows = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in note.splitlines()
+        if line.startswith("|") and not line.startswith("|---")
+    ]
+    header, *body = rows
+    return {row[0]: dict(zip(header[1:], row[1:], strict=True)) for row in body}

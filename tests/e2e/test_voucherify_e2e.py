@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from reverse_etl.ledger import record_history
-from tests.e2e.harness import Expected, local
+from tests.e2e.harness import Expected, local, note_table
 
 pytestmark = pytest.mark.e2e
 
@@ -123,6 +123,16 @@ def check_first_and_second_run(harness, expected: Expected) -> None:
     for body in (r["body"] for r in harness.sent("POST", "/v1/orders")):
         assert body["metadata"]["ordered_at"] == body["created_at"]  # live orders carry both
 
+    # The DAG run's note (the grid's note box) holds the report's numbers and the quarantine files.
+    table = note_table(first["note"])
+    assert first["note"].startswith("**Run report**") and len(first["note"]) <= 1000
+    for entity, r in first["reports"].items():
+        deleted = r["deleted"] + r["erased"]
+        cols = ("extracted", "valid", "rejected", "sent", "failed", "requests", "throttled", "seconds")
+        assert table[entity] == {**{c: str(r[c]) for c in cols}, "deleted": str(deleted)}
+    assert report["quarantine"] in first["note"] and orders_report["quarantine"] in first["note"]
+    assert "Failed" not in first["note"]
+
     # A second run of the same window sends nothing.
     before = len(harness.sandbox.requests)
     second = harness.run()
@@ -206,6 +216,8 @@ def test_dry_run_sends_nothing_and_says_what_it_would_send(harness, state_store)
         previews = [json.loads(line) for line in handle]
     assert len(previews) == report["to_send"]
     assert all(p["payload"]["source_id"] == p["key"] for p in previews)
+    assert result["note"].startswith("**Dry run report**")
+    assert note_table(result["note"])["customers"]["sent"] == f"would send {report['to_send']}"
     # Nothing was planned either: a live run afterwards sends everything.
     live = harness.run({"entities": ["customers"]})
     assert live["reports"]["customers"]["sent"] == report["to_send"]
