@@ -134,10 +134,16 @@ def format_note(reports: list[dict], failed: list[str], *, dry_run: bool) -> str
     return note[: NOTE_LIMIT - 1] + "…"
 
 
-def _common_folder(paths: list[str]) -> str:
-    import os.path
-
-    return os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+def _common_folder(locations: list[str]) -> str:
+    """The deepest folder holding every location (paths or ``file://`` URLs, split on ``/`` alike)."""
+    parts = [location.split("/")[:-1] for location in locations]
+    common = parts[0]
+    for other in parts[1:]:
+        same = 0
+        while same < min(len(common), len(other)) and common[same] == other[same]:
+            same += 1
+        common = common[:same]
+    return "/".join(common)
 
 
 def format_report(reports: list[dict]) -> str:

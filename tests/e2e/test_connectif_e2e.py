@@ -185,6 +185,8 @@ def test_a_failed_export_fails_the_run_and_says_so(connectif, tmp_path):
     assert result["state"] == "failed" and result["tasks"]["export"] == "failed"
     assert result["tasks"]["products.load"] == "success"
     assert "ended error without a file" in result["log"].read_text()
+    # The report ran before the export failed; the run's note still names it.
+    assert result["note"].endswith("**Failed:** export: see its log.")
 
 
 def test_dry_run_sends_nothing_and_skips_the_exports(connectif):

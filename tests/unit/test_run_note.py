@@ -1,0 +1,70 @@
+"""The DAG run note the report task writes: the grid's note box holds at most 1000 characters."""
+
+from __future__ import annotations
+
+from reverse_etl.tasks import NOTE_LIMIT, format_note
+from tests.e2e.harness import note_table
+
+
+def report(entity: str, **counts) -> dict:
+    base = {
+        "entity": entity,
+        "dry_run": False,
+        "extracted": 10,
+        "valid": 8,
+        "rejected": 2,
+        "to_send": 8,
+        "sent": 8,
+        "to_delete": 1,
+        "deleted": 1,
+        "erased": 2,
+        "failed": 0,
+        "requests": 3,
+        "throttled": 1,
+        "seconds": 0.5,
+        "quarantine": f"file:///staging/voucherify_sync/run/{entity}/quarantine.jsonl",
+    }
+    return {**base, **counts}
+
+
+def test_a_live_run_note_has_one_row_per_entity_and_the_quarantine_files():
+    note = format_note([report("customers"), report("orders", rejected=0)], [], dry_run=False)
+    assert note.startswith("**Run report**")
+    table = note_table(note)
+    assert table["customers"] == {
+        "extracted": "10",
+        "valid": "8",
+        "rejected": "2",
+        "sent": "8",
+        "deleted": "3",  # planned deletes and erasures
+        "failed": "0",
+        "requests": "3",
+        "throttled": "1",
+        "seconds": "0.5",
+    }
+    assert "customers/quarantine.jsonl" in note and "orders/quarantine.jsonl" not in note  # nothing rejected
+    assert "Failed" not in note
+
+
+def test_a_dry_run_note_says_what_it_would_send_and_delete():
+    note = format_note([report("customers", dry_run=True, sent=0, deleted=0)], [], dry_run=True)
+    assert note.startswith("**Dry run report**")
+    row = note_table(note)["customers"]
+    assert row["sent"] == "would send 8" and row["deleted"] == "would delete 3"
+
+
+def test_a_failed_run_note_names_the_failed_tasks():
+    note = format_note([report("customers")], ["orders.load"], dry_run=False)
+    assert note.endswith("**Failed:** orders.load: see its log.")
+    note = format_note([], ["customers.extract", "orders.load"], dry_run=False)
+    assert "No load report." in note and note.endswith("customers.extract, orders.load: see their log.")
+
+
+def test_long_quarantine_paths_collapse_to_their_folder_within_the_limit():
+    deep = "/".join(["x" * 40] * 5)
+    reports = [report(e, quarantine=f"file:///{deep}/{e}/quarantine.jsonl") for e in ("a", "b", "c", "d")]
+    note = format_note(reports, ["d.load"], dry_run=False)
+    assert len(note) <= NOTE_LIMIT
+    assert f"Quarantine: `file:///{deep}`" in note and "a/quarantine.jsonl" not in note
+    assert note.endswith("**Failed:** d.load: see its log.")
+    assert set(note_table(note)) == {"a", "b", "c", "d"}
