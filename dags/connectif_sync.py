@@ -16,6 +16,7 @@ from reverse_etl.operators.connectif import (
 
 dag = build_sync_dag(
     dag_id="connectif_sync",
+    description="Syncs contacts, products, purchases and coupons from the warehouse to Connectif, and loads Connectif exports back.",
     destination="connectif",
     vendor_conn_id="connectif_default",
     pool="connectif_default",

@@ -5,6 +5,7 @@ from reverse_etl.operators.salesfire import SalesfireCustomersOperator
 
 dag = build_sync_dag(
     dag_id="salesfire_sync",
+    description="Syncs customers from the warehouse to Salesfire.",
     destination="salesfire",
     vendor_conn_id="salesfire_default",
     pool="salesfire_default",

@@ -11,6 +11,7 @@ from reverse_etl.operators.salesmanago import (
 
 dag = build_sync_dag(
     dag_id="salesmanago_sync",
+    description="Syncs contacts, products and events from the warehouse to SALESmanago through Data Talks.",
     destination="salesmanago",
     vendor_conn_id="salesmanago_default",
     pool="salesmanago_default",

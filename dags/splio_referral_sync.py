@@ -7,6 +7,7 @@ from reverse_etl.operators.splio import SplioReferralUploadOperator
 
 dag = build_sync_dag(
     dag_id="splio_referral_sync",
+    description="Uploads changed referral contacts from the warehouse to Splio Referral's SFTP server as CSV.",
     destination="splio_referral",
     vendor_conn_id="splio_referral_default",
     pool="splio_referral_default",

@@ -11,6 +11,7 @@ from reverse_etl.operators.voucherify import (
 
 dag = build_sync_dag(
     dag_id="voucherify_sync",
+    description="Syncs customers, products and orders from the warehouse to Voucherify.",
     destination="voucherify",
     vendor_conn_id="voucherify_default",
     pool="voucherify_default",

@@ -40,16 +40,31 @@ def common_params(entities: list[str], max_rejected_share: float) -> dict:
             "already holds as we would send them (after a lost state store); fails for vendors that cannot be "
             "read back. Sends nothing itself.",
         ),
+        # Dates (YYYY-MM-DD, UTC): the trigger form shows a date picker, and Airflow refuses a run whose
+        # value is not a date before the run exists (format "date" is checked when the run is created).
         "window_start": Param(
             None,
             type=["null", "string"],
-            description="Manual window start (ISO date-time, UTC). Default: the data interval.",
+            format="date",
+            title="Window start",
+            description="Manual window start, a date (YYYY-MM-DD, UTC, inclusive); set window_end too. "
+            "Default: the run's data interval.",
         ),
-        "window_end": Param(None, type=["null", "string"], description="Manual window end (exclusive)."),
+        "window_end": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Window end",
+            description="Manual window end, a date (YYYY-MM-DD, UTC, exclusive): after window_start.",
+        ),
+        # "examples" makes the form a multi-select of the DAG's entities; items.enum refuses any other name.
         "entities": Param(
             list(entities),
             type="array",
             items={"type": "string", "enum": list(entities)},
+            examples=list(entities),
+            uniqueItems=True,
+            title="Entities",
             description="Syncs to run; the others are skipped.",
         ),
         "max_rejected_share": Param(
@@ -87,6 +102,7 @@ def erasure_params() -> dict:
 def build_sync_dag(
     *,
     dag_id: str,
+    description: str,
     destination: str,
     syncs: list[Sync],
     vendor_conn_id: str,
@@ -115,6 +131,7 @@ def build_sync_dag(
             "retry_exponential_backoff": True,
             "max_retry_delay": dt.timedelta(minutes=30),
         },
+        description=description,
         tags=["reverse-etl", destination, *(tags or [])],
         doc_md=doc_md,
     ) as dag:

@@ -90,3 +90,48 @@ def test_dags_that_delete_offer_the_erasure_params(dagbag):
         params = dagbag.dags[dag_id].params
         assert params["detect_erasures"] is True and params["max_erasure_share"] == 0.05
     assert "detect_erasures" not in dagbag.dags["salesfire_sync"].params  # nothing there can delete
+
+
+def test_every_dag_says_in_one_sentence_what_it_syncs_where(dagbag):
+    for dag in dagbag.dags.values():
+        destination = dag.dag_id.removesuffix("_sync").split("_")[0]
+        assert dag.description and dag.description.endswith(".") and dag.description.count(". ") == 0
+        assert destination.lower() in dag.description.lower(), dag.dag_id
+
+
+def test_window_params_are_dates_and_refuse_anything_else_before_a_run_exists(dagbag):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    for dag in dagbag.dags.values():
+        for name in ("window_start", "window_end"):
+            param = dag.params.get_param(name)
+            assert param.schema["format"] == "date"  # the trigger form's date picker
+            assert param.resolve("2026-10-31") == "2026-10-31" and param.resolve(None) is None
+            for bad in ("2026-13-01", "31/10/2026", "yesterday", "2026-10-31T06:00:00Z"):
+                with pytest.raises(ParamValidationError):
+                    param.resolve(bad)
+    # The scheduler's copy of the DAG checks the whole conf when the UI or the API creates a run.
+    from airflow.exceptions import ParamValidationError as ServerParamValidationError
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    served = DagSerialization.from_dict(DagSerialization.to_dict(dagbag.dags["voucherify_sync"]))
+    served.params.deep_merge({"window_start": "2026-10-31", "window_end": "2026-11-01"}).validate()
+    with pytest.raises(ServerParamValidationError, match="window_start"):
+        served.params.deep_merge({"window_start": "2026-02-30", "window_end": "2026-11-01"}).validate()
+
+
+def test_entities_param_is_a_multi_select_of_the_dags_own_entities(dagbag):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    dag = dagbag.dags["voucherify_sync"]
+    param = dag.params.get_param("entities")
+    entities = ["customers", "products", "orders"]
+    # type array + examples is what Airflow's trigger form renders as a multi-select
+    assert param.schema["type"] == "array" and param.schema["examples"] == entities
+    assert param.resolve(["orders", "customers"]) == ["orders", "customers"]
+    for bad in (["contacts"], ["customers", "customers"], "customers"):
+        with pytest.raises(ParamValidationError):
+            param.resolve(bad)
+    for other in dagbag.dags.values():
+        loads = sorted(t.task_id.removesuffix(".load") for t in other.tasks if t.task_id.endswith(".load"))
+        assert sorted(other.params.get_param("entities").schema["examples"]) == loads

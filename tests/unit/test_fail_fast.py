@@ -92,7 +92,11 @@ def test_run_dag_refuses_a_bad_date_in_one_line_with_exit_code_2(capsys):
         ["voucherify_sync", "--window-start", "2026-10-01", "--window-end", "tomorrow"], capsys
     )
     assert code == 2
-    assert err == "--window-end 'tomorrow' is not a date: use YYYY-MM-DD or an ISO date-time\n"
+    assert err == "--window-end 'tomorrow' is not a date: use YYYY-MM-DD\n"
+    code, err = run_dag_main(
+        ["voucherify_sync", "--window-start", "2026-10-01T00:00:00", "--window-end", "2026-10-02"], capsys
+    )
+    assert code == 2 and err == "--window-start '2026-10-01T00:00:00' is not a date: use YYYY-MM-DD\n"
     code, err = run_dag_main(
         ["voucherify_sync", "--window-start", "2026-11-01", "--window-end", "2026-10-01"], capsys
     )
