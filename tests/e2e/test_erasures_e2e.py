@@ -87,6 +87,7 @@ def test_voucherify_customers_erased_in_the_warehouse_are_deleted_once(harness, 
         "max_erasure_share" in report["error"] and min(mass) in report["error"]
     )  # a few keys, in text order
     assert "max_erasure_share" in refused["log"].read_text()
+    assert "**Failed:** customers.load: see its log." in refused["note"]
     assert len(deletes(harness)) == 3 and set(mass) <= set(harness.sandbox.store["customers"])
 
     # The dry run says what a raised limit would do, and does none of it.

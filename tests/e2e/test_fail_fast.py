@@ -34,6 +34,23 @@ def assert_no_library_traceback(log: str, *names: str) -> None:
         assert text not in log, f"{text!r} in the run's log"
 
 
+def test_a_window_that_ends_before_it_starts_fails_the_extract_at_once(harness: Harness):
+    """A swapped window passes the params' date format (checked when the run is created) but not the
+    order of its ends: the first task says so in one sentence, and is not retried."""
+    harness.env.update(RETRIES)
+    swapped = {"window_start": "2026-11-01", "window_end": "2026-10-31", "entities": ["products"]}
+    result = harness.run(swapped, window=WINDOW, expect_success=False)
+    assert_failed_once(result, "products.extract")
+    assert result["tasks"]["products.load"] == "upstream_failed"
+    log = result["log"].read_text()
+    assert (
+        "Empty window: the end must be after the start, but param 'window_end' is 2026-10-31T00:00:00+00:00 "
+        "and param 'window_start' is 2026-11-01T00:00:00+00:00: swap them?"
+    ) in log
+    assert harness.sandbox.requests == []
+    assert "**Failed:** products.extract: see its log." in result["note"]
+
+
 def test_a_wrong_token_a_broken_mapping_and_a_bad_suite_fail_at_once(harness: Harness, tmp_path):
     include = tmp_path / "include"
     shutil.copytree(REPO / "include", include)
@@ -73,6 +90,10 @@ def test_a_wrong_token_a_broken_mapping_and_a_bad_suite_fail_at_once(harness: Ha
     ) in log
     assert log.count("[not retried: fix this, then clear the failed task]") >= 3
     assert_no_library_traceback(log, "ParserException", "ExpectationNotFoundError", "wrong-token")
+    # The DAG run's note names the failed tasks (the report failed because of them).
+    assert result["note"].endswith(
+        "**Failed:** customers.load, orders.extract, products.validate: see their log."
+    )
     # The report names the tasks whose logs to read.
     assert (
         "No successful load for customers, products, orders: "

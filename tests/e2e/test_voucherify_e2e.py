@@ -60,6 +60,30 @@ def quarantined(report: dict) -> dict[str, dict]:
         return {str(line["record_key"]): line for line in map(json.loads, handle)}
 
 
+def check_the_note_as_the_scheduler_writes_it(run_id: str, note: str) -> None:
+    """The listener on a run attached to a session (the scheduler's case; dag.test() hands it a detached
+    one) writes the same note, and leaves a note someone wrote by hand alone."""
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from reverse_etl.run_notes import write_note
+
+    this_run = select(DagRun).where(DagRun.dag_id == "voucherify_sync", DagRun.run_id == run_id)
+
+    def rewrite(start_with: str | None) -> str | None:
+        with create_session() as session:
+            session.scalar(this_run).note = start_with
+        with create_session() as session:
+            write_note(session.scalar(this_run))
+        with create_session() as session:
+            return session.scalar(this_run).note
+
+    assert rewrite(None) == note
+    assert rewrite("Checked with the CRM team.") == "Checked with the CRM team."
+    assert rewrite(note) == note
+
+
 def check_first_and_second_run(harness, expected: Expected) -> None:
     """Exactly once with the right fields, quarantine with reasons, then a rerun that sends nothing."""
     customers = expected.customers()
@@ -132,6 +156,7 @@ def check_first_and_second_run(harness, expected: Expected) -> None:
         assert table[entity] == {**{c: str(r[c]) for c in cols}, "deleted": str(deleted)}
     assert report["quarantine"] in first["note"] and orders_report["quarantine"] in first["note"]
     assert "Failed" not in first["note"]
+    check_the_note_as_the_scheduler_writes_it(first["run_id"], first["note"])
 
     # A second run of the same window sends nothing.
     before = len(harness.sandbox.requests)
