@@ -44,17 +44,32 @@ def note_for(dag_run, session) -> str | None:
     failed = sorted(
         ti.task_id for ti in dag_run.get_task_instances(state=[TaskInstanceState.FAILED], session=session)
     )
+    return add_failures(note, failed) or None
+
+
+def add_failures(note: str, failed: list[str]) -> str:
+    """The note with a line for the failed tasks it does not name, within Airflow's 1000 characters."""
+    named = _named_failures(note)
     # The report fails itself because of the tasks its note names: only the others are news.
-    if "**Failed:**" in note:
-        failed = [t for t in failed if t != REPORT_TASK]
-    missing = [t for t in failed if f"{t}" not in note]
+    missing = [t for t in failed if t not in named and not (named and t == REPORT_TASK)]
+    tail = ""
     if missing:
-        label = "**Also failed:**" if "**Failed:**" in note else "**Failed:**"
-        line = f"{label} {', '.join(missing)}: see {'its' if len(missing) == 1 else 'their'} log."
-        note = f"{note}\n\n{line}" if note else line
-    if not note:
-        return None
-    return note if len(note) <= NOTE_LIMIT else note[: NOTE_LIMIT - 1] + "…"
+        label = "**Also failed:**" if named else "**Failed:**"
+        tail = f"{label} {', '.join(missing)}: see {'its' if len(missing) == 1 else 'their'} log."
+        tail = f"\n\n{tail}" if note else tail
+    room = NOTE_LIMIT - len(tail)  # the failures stay whole; the table gives way
+    if len(note) > room:
+        note = note[: room - 1] + "…"
+    return (note + tail)[:NOTE_LIMIT]
+
+
+def _named_failures(note: str) -> set[str]:
+    """The task ids of the note's ``**Failed:** a, b: see their log.`` line."""
+    for line in note.splitlines():
+        if line.startswith("**Failed:**"):
+            names = line.removeprefix("**Failed:**").rsplit(": see ", 1)[0]
+            return {name.strip() for name in names.split(",")}
+    return set()
 
 
 def write_note(dag_run) -> None:

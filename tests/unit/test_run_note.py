@@ -68,3 +68,23 @@ def test_long_quarantine_paths_collapse_to_their_folder_within_the_limit():
     assert f"Quarantine: `file:///{deep}`" in note and "a/quarantine.jsonl" not in note
     assert note.endswith("**Failed:** d.load: see its log.")
     assert set(note_table(note)) == {"a", "b", "c", "d"}
+
+
+def test_the_listener_adds_the_failed_tasks_the_report_could_not_name():
+    from reverse_etl.run_notes import add_failures
+
+    ran = format_note([report("contacts")], [], dry_run=False)
+    assert add_failures(ran, ["export"]).endswith("\n\n**Failed:** export: see its log.")
+    assert add_failures(ran, []) == ran
+    # The report failed because of the load its note names: nothing to add.
+    named = format_note([report("contacts")], ["contacts.load"], dry_run=False)
+    assert add_failures(named, ["contacts.load", "report"]) == named
+    assert add_failures(named, ["contacts.load", "export", "report"]).endswith(
+        "**Also failed:** export: see its log."
+    )
+    # The report task crashed before writing its note.
+    assert add_failures("", ["report"]) == "**Failed:** report: see its log."
+    # A note at the limit gives way to the failure line, which stays whole.
+    full = "x" * NOTE_LIMIT
+    noted = add_failures(full, ["export"])
+    assert len(noted) == NOTE_LIMIT and noted.endswith("**Failed:** export: see its log.")
