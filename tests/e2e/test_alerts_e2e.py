@@ -7,6 +7,8 @@ calls it."""
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 
 from tests.e2e.alert_receivers import BASE_URL, AlertReceivers, body
@@ -37,10 +39,7 @@ def test_a_clean_run_sends_nothing_then_rejects_and_a_volume_drop_alert(
     assert sorted(alerts) == ["rejected_share", "volume_drop"]
     for alert in alerts.values():
         assert alert["dag_id"] == "voucherify_sync" and alert["entity"] == "customers"
-        assert (
-            alert["url"]
-            == f"{BASE_URL}/dags/voucherify_sync/runs/{alert['run_id'].replace(':', '%3A').replace('+', '%2B')}"
-        )
+        assert alert["url"] == f"{BASE_URL}/dags/voucherify_sync/runs/{quote(alert['run_id'], safe='')}"
         assert alert["counts"]["extracted"] == counts["extracted"]
         assert alert["counts"]["rejected"] == counts["rejected"]
     assert alerts["volume_drop"]["counts"]["median_extracted"] == report["extracted"]
@@ -67,3 +66,55 @@ def _secrets(harness: Harness) -> list[str]:
     import json
 
     return [json.loads(harness.env["AIRFLOW_CONN_VOUCHERIFY_DEFAULT"])["password"]]
+
+
+def test_a_missed_deadline_alerts_through_the_callback_the_executor_runs(
+    airflow_db, alert_receivers: AlertReceivers, monkeypatch
+):
+    """The scheduler evaluates deadlines (dag.test() does not): the DAG's DeadlineAlert is checked, then
+    its callback is run by Airflow's own callback runner with the context the scheduler builds."""
+    import datetime as dt
+
+    import structlog
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.definitions.deadline import DagRunQueuedAtDeadline
+    from airflow.sdk.execution_time.callback_supervisor import execute_callback
+
+    for name, value in alert_receivers.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("RETL_ALERT_DEADLINE_MINUTES", raising=False)
+    dag = DagBag().dags["voucherify_sync"]
+    [deadline] = dag.deadline
+    assert isinstance(deadline.reference, DagRunQueuedAtDeadline)
+    assert deadline.interval == dt.timedelta(minutes=180)
+    assert deadline.callback.path == "reverse_etl.alerts.on_deadline_missed"
+
+    run_id = "scheduled__2026-11-30T03:00:00+00:00"
+    context = {  # Deadline.handle_miss: the DAGRunResponse of the run and the deadline
+        "dag_run": {
+            "dag_run_id": run_id,
+            "dag_id": "voucherify_sync",
+            "state": "running",
+            "queued_at": "2026-12-01T03:00:02Z",
+            "start_date": "2026-12-01T03:00:05Z",
+        },
+        "deadline": {"id": "0193", "deadline_time": "2026-12-01T06:00:02+00:00"},
+    }
+    ok, error = execute_callback(
+        deadline.callback.path,
+        {**deadline.callback.kwargs, "context": context},
+        "voucherify_sync.py",
+        None,
+        structlog.get_logger(),
+    )
+    assert (ok, error) == (True, None)
+    [alert] = alert_receivers.alerts()
+    assert alert["kind"] == "deadline_missed" and alert["dag_id"] == "voucherify_sync"
+    assert alert["run_id"] == run_id
+    assert (
+        alert["url"] == f"{BASE_URL}/dags/voucherify_sync/runs/scheduled__2026-11-30T03%3A00%3A00%2B00%3A00"
+    )
+    assert "not finished by its deadline 2026-12-01T06:00:02+00:00 (state: running)" in alert["summary"]
+    [mail] = alert_receivers.mails
+    assert mail["Subject"] == "[reverse-etl] deadline missed: voucherify_sync"
+    assert alert["url"] in body(mail)
