@@ -116,12 +116,7 @@ def splio(airflow_db, warehouse, tmp_path):
         env = run_env(
             tmp_path,
             warehouse,
-            splio_sftp={
-                "host": "127.0.0.1",
-                "port": sftp.port,
-                "login": sftp.username,
-                "extra": sftp.connection_extra(host_key=" ".join(stranger.split()[:2])),
-            },
+            splio_sftp=sftp.connection(host_key=" ".join(stranger.split()[:2])),
         )
         yield Harness(sftp, {**env, **RETRIES}, tmp_path, dag_id="splio_referral_sync")
 
