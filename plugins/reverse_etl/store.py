@@ -81,6 +81,9 @@ def _tables(metadata):
         Column("finished_at", DateTime),
         Column("report", Text),
         Index("ix_sync_runs_run", "dag_id", "run_id"),
+        # the Reverse ETL page: the latest runs of a sync, and of a destination (reverse_etl.ui.queries)
+        Index("ix_sync_runs_sync", "destination", "entity", "id"),
+        Index("ix_sync_runs_destination", "destination", "id"),
     )
     leases = Table(
         "sync_leases",
