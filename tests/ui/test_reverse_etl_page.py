@@ -155,6 +155,8 @@ def test_the_page_shows_the_ledgers_numbers_to_a_logged_in_user_only(make_ui, tm
             row.wait_for()
             shown = {name: row.locator(f"td[data-count={name}]").text_content() for name in NUMBERS}
             assert shown == {name: str(report[name]) for name in NUMBERS}
+            quarantine = page.locator(f"tr[data-quarantine-of='{run_id}'] code").text_content()
+            assert quarantine == report["quarantine"] and report["rejected"] > 0
             link = row.locator("a").evaluate("a => a.href")  # resolved against the page's address
             assert unquote(link) == f"{url}/dags/voucherify_sync/runs/{run_id}"
             section = page.locator("section[data-sync='voucherify.customers']")
