@@ -138,12 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                 connections_env(
                     warehouse=str(work / "unused.duckdb"),
                     state=str(work / "state.db"),
-                    splio_sftp={
-                        "host": "127.0.0.1",
-                        "port": sftp.port,
-                        "login": sftp.username,
-                        "extra": sftp.connection_extra(),
-                    },
+                    splio_sftp=sftp.connection(),
                 )
             )
             env["RETL_STAGING_URL"] = (work / "staging").as_uri()

@@ -218,6 +218,16 @@ class SFTPSandbox:
     def connection_extra(self, **more: Any) -> dict:
         return {"private_key": self.client_private_key_openssh, "host_key": self.host_key_line, **more}
 
+    def connection(self, **more: Any) -> dict:
+        """The ``sftp`` connection's fields (``sandbox.env.connections_env(splio_sftp=...)``); ``more``
+        goes to its extras."""
+        return {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "login": self.username,
+            "extra": self.connection_extra(**more),
+        }
+
     # --- control ----------------------------------------------------------------------------------------
     def drop_after(self, n_bytes: int, stay_down: bool = False) -> None:
         """Cut the connection once ``n_bytes`` more bytes have been written; with ``stay_down``, the
@@ -296,17 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--username", default="splio")
     args = parser.parse_args(argv)
     with SFTPSandbox(args.root, args.port, args.username) as sandbox:
-        print(
-            json.dumps(
-                {
-                    "host": "127.0.0.1",
-                    "port": sandbox.port,
-                    "login": sandbox.username,
-                    "extra": sandbox.connection_extra(),
-                }
-            ),
-            flush=True,
-        )
+        print(json.dumps(sandbox.connection()), flush=True)
         threading.Event().wait()
 
 

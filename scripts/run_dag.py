@@ -16,7 +16,13 @@ import sys
 
 
 def run(dag_id: str, conf: dict, logical_date: dt.datetime) -> tuple[str, str, list[dict], dict, dict]:
+    import os
+
     from airflow.dag_processing.dagbag import DagBag
+
+    # dag.test() (Airflow 3.3.2) fails on a DAG with a deadline alert (its ids are only assigned when the
+    # scheduler's DAG processor stores the DAG) and never evaluates deadlines: leave them to the scheduler.
+    os.environ["RETL_ALERT_DEADLINE_MINUTES"] = "0"
 
     from reverse_etl.errors import SyncError
     from reverse_etl.ledger import run_reports

@@ -59,6 +59,35 @@ def common_params(entities: list[str], max_rejected_share: float) -> dict:
             maximum=1,
             description="Fail validation when a larger share of rows is rejected.",
         ),
+        **alert_params(max_rejected_share),
+    }
+
+
+def alert_params(max_rejected_share: float) -> dict:
+    """Thresholds of the warnings the report step sends (``reverse_etl.alerts``); they never fail a run."""
+    return {
+        "warn_rejected_share": Param(
+            max_rejected_share / 2,
+            type=["null", "number"],
+            minimum=0,
+            maximum=1,
+            description="Alert (without failing) when a larger share of rows is rejected; keep it below "
+            "max_rejected_share. Null: no alert.",
+        ),
+        "volume_drop_share": Param(
+            0.5,
+            type="number",
+            minimum=0,
+            maximum=1,
+            description="Alert when a sync extracts fewer rows than this share of the median of its last "
+            "successful runs (up to 10). 0: no alert.",
+        ),
+        "volume_min_runs": Param(
+            3,
+            type="integer",
+            minimum=1,
+            description="Previous successful runs a sync needs before its volume is compared.",
+        ),
     }
 
 
@@ -96,8 +125,12 @@ def build_sync_dag(
     extra_params: dict | None = None,
     doc_md: str | None = None,
     tags: list[str] | None = None,
+    deadline_minutes: int = 180,
 ) -> DAG:
+    from reverse_etl.alerts import deadline_alert, on_run_failure
+
     entities = [s.entity for s in syncs]
+    deadline = deadline_alert(deadline_minutes)
     with DAG(
         dag_id=dag_id,
         schedule=CronDataIntervalTimetable(schedule, timezone="UTC"),
@@ -117,6 +150,8 @@ def build_sync_dag(
         },
         tags=["reverse-etl", destination, *(tags or [])],
         doc_md=doc_md,
+        on_failure_callback=on_run_failure,
+        **({"deadline": deadline} if deadline else {}),
     ) as dag:
         from reverse_etl import tasks
 

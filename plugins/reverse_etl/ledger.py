@@ -291,36 +291,18 @@ class Ledger:
 
     def mark_delivered(self, delivered: list[tuple[str, str | None]]) -> None:
         """Records delivered as a whole (a file, say): one write each, no pending step; ``(key, ref)``."""
-        now = _now()
-        rows = [
-            {
-                "destination": self.destination,
-                "entity": self.entity,
-                "record_key": key,
-                "operation": UPSERT,
-                "status": DELIVERED,
-                "payload": None,
-                "error": None,
-                "vendor_ref": ref,
-                "attempts": 1,
-                "first_run_id": self.run_id,
-                "last_run_id": self.run_id,
-                "updated_at": now,
-            }
-            for key, ref in delivered
-        ]
-        with self.engine.begin() as conn:
-            self._upsert(
-                conn,
-                rows,
-                ["operation", "status", "payload", "error", "vendor_ref", "last_run_id", "updated_at"],
-            )
-            self._log(conn, ((key, DELIVERED, ref) for key, ref in delivered))
+        self._write_delivered([(key, None, ref, ref) for key, ref in delivered], attempts=1)
 
     def mark_reconciled(self, held: list[tuple[str, str]], detail: str) -> None:
         """Records the vendor already holds as we would send them (``(key, payload hash)``): delivered with
         that hash, so the next run skips them; the event says how we know."""
+        self._write_delivered([(key, digest, None, detail) for key, digest in held], attempts=0)
+
+    def _write_delivered(self, entries: list[tuple[str, str | None, str | None, str | None]], attempts: int):
+        """``(key, payload hash or None, vendor ref, event detail)`` written ``delivered`` in one transaction;
+        without a hash the row's hashes are left as they were."""
         now = _now()
+        hashed = any(digest is not None for _, digest, _, _ in entries)
         rows = [
             {
                 "destination": self.destination,
@@ -328,35 +310,21 @@ class Ledger:
                 "record_key": key,
                 "operation": UPSERT,
                 "status": DELIVERED,
-                "payload_hash": digest,
-                "delivered_hash": digest,
+                **({"payload_hash": digest, "delivered_hash": digest} if hashed else {}),
                 "payload": None,
                 "error": None,
-                "vendor_ref": None,
-                "attempts": 0,
+                "vendor_ref": ref,
+                "attempts": attempts,
                 "first_run_id": self.run_id,
                 "last_run_id": self.run_id,
                 "updated_at": now,
             }
-            for key, digest in held
+            for key, digest, ref, _ in entries
         ]
+        update = ["operation", "status", "payload", "error", "vendor_ref", "last_run_id", "updated_at"]
         with self.engine.begin() as conn:
-            self._upsert(
-                conn,
-                rows,
-                [
-                    "operation",
-                    "status",
-                    "payload_hash",
-                    "delivered_hash",
-                    "payload",
-                    "error",
-                    "vendor_ref",
-                    "last_run_id",
-                    "updated_at",
-                ],
-            )
-            self._log(conn, ((key, DELIVERED, detail) for key, _ in held))
+            self._upsert(conn, rows, [*update, *(["payload_hash", "delivered_hash"] if hashed else [])])
+            self._log(conn, ((key, DELIVERED, detail) for key, _, _, detail in entries))
 
     def _keyset_pages(self, columns: list, condition, batch_size: int) -> Iterator[list]:
         """Rows of this sync matching ``condition``, in key order, ``batch_size`` at a time: keyset paging

@@ -120,6 +120,7 @@ def run_report(entities: list[str]) -> dict[str, Any]:
     wanted = [e for e in entities if selected(params, e)]
     reports = [latest[e] for e in wanted if e in latest]
     log.info("run report (%s):\n%s", "dry run" if params.get("dry_run") else "live", format_report(reports))
+    send_warnings(context["dag"].dag_id, context["run_id"], reports, params)
     unfinished = [
         e for e in wanted if latest.get(e, {}).get("status", "success") != "success" or e not in latest
     ]
@@ -132,6 +133,17 @@ def run_report(entities: list[str]) -> dict[str, Any]:
         )
         raise AirflowFailException(f"No successful load for {', '.join(unfinished)}: {where}.")
     return {"entities": reports}
+
+
+def send_warnings(dag_id: str, run_id: str, reports: list[dict], params: dict) -> None:
+    """Alerts on the run's successful loads (rejected share, volume drop); they never fail the run."""
+    from reverse_etl import alerts
+
+    for report in reports:
+        if report.get("status") == "success":
+            for alert in alerts.check_report(dag_id, run_id, report, params):
+                log.warning("alert: %s", alert.summary)
+                alerts.send(alert)
 
 
 def failed_tasks(context: Any) -> list[str]:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from urllib.parse import quote
 
 import asyncssh
 import pytest
 
 from sandbox.env import REPO
+from tests.e2e.alert_receivers import BASE_URL, AlertReceivers, body
 from tests.e2e.harness import Harness
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +36,9 @@ def assert_no_library_traceback(log: str, *names: str) -> None:
         assert text not in log, f"{text!r} in the run's log"
 
 
-def test_a_wrong_token_a_broken_mapping_and_a_bad_suite_fail_at_once(harness: Harness, tmp_path):
+def test_a_wrong_token_a_broken_mapping_and_a_bad_suite_fail_at_once(
+    harness: Harness, tmp_path, alert_receivers: AlertReceivers
+):
     include = tmp_path / "include"
     shutil.copytree(REPO / "include", include)
     orders_sql = include / "sql" / "voucherify" / "orders.sql"
@@ -47,6 +51,7 @@ def test_a_wrong_token_a_broken_mapping_and_a_bad_suite_fail_at_once(harness: Ha
     suite["expectations"].append({"type": "expect_column_values_to_be_nice", "kwargs": {"column": "name"}})
     suite_file.write_text(json.dumps(suite), encoding="utf-8")
     connection = json.loads(harness.env["AIRFLOW_CONN_VOUCHERIFY_DEFAULT"])
+    harness.env.update(alert_receivers.env())
     harness.env.update(
         RETRIES,
         RETL_INCLUDE_DIR=str(include),
@@ -83,6 +88,23 @@ def test_a_wrong_token_a_broken_mapping_and_a_bad_suite_fail_at_once(harness: Ha
     api = [r for r in harness.sandbox.requests if r["path"].startswith("/v1/")]
     assert [r["status"] for r in api] == [401]
 
+    # One failed-run alert by each notifier (the DAG's on_failure_callback), with the run's link and
+    # what each sync got done; the wrong token is in neither.
+    assert [a["kind"] for a in alert_receivers.alerts()] == ["run_failed"]
+    alert = alert_receivers.alerts()[0]
+    assert alert["dag_id"] == "voucherify_sync" and alert["run_id"] == result["run_id"]
+    assert alert["url"] == f"{BASE_URL}/dags/voucherify_sync/runs/{quote(result['run_id'], safe='')}"
+    report = result["reports"]["customers"]
+    assert alert["counts"] == {
+        "customers (failed)": f"extracted {report['extracted']}, valid {report['valid']}, "
+        f"rejected {report['rejected']}, sent 0, failed 0"
+    }
+    assert alert["summary"].startswith("The run failed at task ")
+    [mail] = alert_receivers.mails
+    assert mail["Subject"] == "[reverse-etl] run failed: voucherify_sync"
+    assert alert["url"] in body(mail)
+    assert "wrong-token" not in body(mail) and "wrong-token" not in json.dumps(alert_receivers.hooks)
+
 
 @pytest.fixture
 def splio(airflow_db, warehouse, tmp_path):
@@ -94,12 +116,7 @@ def splio(airflow_db, warehouse, tmp_path):
         env = run_env(
             tmp_path,
             warehouse,
-            splio_sftp={
-                "host": "127.0.0.1",
-                "port": sftp.port,
-                "login": sftp.username,
-                "extra": sftp.connection_extra(host_key=" ".join(stranger.split()[:2])),
-            },
+            splio_sftp=sftp.connection(host_key=" ".join(stranger.split()[:2])),
         )
         yield Harness(sftp, {**env, **RETRIES}, tmp_path, dag_id="splio_referral_sync")
 

@@ -134,18 +134,8 @@ def splio_harness(warehouse: Path, tmp: Path):
     """Splio Referral's harness on the SFTP sandbox; ``configure(**extra)`` changes connection extras."""
     with SFTPSandbox(tmp / "splio") as sftp:
         harness = Harness(sftp, {}, tmp, dag_id=SPLIO.dag_id)
-        extra = sftp.connection_extra(backoff_base_seconds=0.05)
         harness.configure = lambda **more: harness.env.update(
-            run_env(
-                tmp,
-                warehouse,
-                splio_sftp={
-                    "host": "127.0.0.1",
-                    "port": sftp.port,
-                    "login": sftp.username,
-                    "extra": {**extra, **more},
-                },
-            )
+            run_env(tmp, warehouse, splio_sftp=sftp.connection(**{"backoff_base_seconds": 0.05, **more}))
         )
         harness.configure()
         harness.dest = SPLIO

@@ -27,12 +27,7 @@ def splio(airflow_db, warehouse, tmp_path):
             run_env(
                 tmp_path,
                 warehouse,
-                splio_sftp={
-                    "host": "127.0.0.1",
-                    "port": sftp.port,
-                    "login": sftp.username,
-                    "extra": sftp.connection_extra(backoff_base_seconds=0.05, **extra),
-                },
+                splio_sftp=sftp.connection(backoff_base_seconds=0.05, **extra),
             )
         )
         harness.configure()
