@@ -81,6 +81,9 @@ def _tables(metadata):
         Column("finished_at", DateTime),
         Column("report", Text),
         Index("ix_sync_runs_run", "dag_id", "run_id"),
+        # the Reverse ETL page: the latest runs of a sync, and of a destination (reverse_etl.ui.queries)
+        Index("ix_sync_runs_sync", "destination", "entity", "id"),
+        Index("ix_sync_runs_destination", "destination", "id"),
     )
     leases = Table(
         "sync_leases",
@@ -301,6 +304,11 @@ def init_store(url: str | None = None, deployment: str | None = None) -> dict:
         from sqlalchemy import func, select
 
         metadata.create_all(engine)
+        # create_all skips the indexes of tables that exist: an index added in a later version (e.g. the
+        # Reverse ETL page's) reaches an existing store here
+        for table in tables:
+            for index in table.indexes:
+                index.create(engine, checkfirst=True)
         with engine.begin() as conn:
             records = conn.execute(select(func.count()).select_from(tables[0])).scalar_one()
             if current is None:

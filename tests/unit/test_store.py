@@ -77,6 +77,19 @@ def test_init_is_idempotent_and_keeps_the_identity(tmp_path):
     assert again["store_id"] == first["store_id"] and again["records"] == 1
 
 
+def test_init_adds_the_indexes_of_a_later_version_to_an_existing_store(tmp_path):
+    path = tmp_path / "state.db"
+    init_store(url_of(path))
+    Ledger("v", "customers", "r", url=url_of(path)).plan([Planned("1", UPSERT, "h", "{}")])
+    with sqlite3.connect(path) as conn:  # a store created before the Reverse ETL page's indexes
+        conn.execute("DROP INDEX ix_sync_runs_sync")
+        conn.execute("DROP INDEX ix_sync_runs_destination")
+    assert init_store(url_of(path))["records"] == 1
+    with sqlite3.connect(path) as conn:
+        names = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'sync_runs'")}
+    assert {"ix_sync_runs_sync", "ix_sync_runs_destination"} <= names
+
+
 def test_a_store_of_an_earlier_version_is_refused_until_init_adopts_it_with_its_records(tmp_path):
     path = tmp_path / "state.db"
     init_store(url_of(path))
@@ -121,4 +134,12 @@ def test_postgresql_an_empty_database_is_refused_until_init(postgres_database):
         open_store(url)
     assert init_store(url)["action"] == "initialised"
     Ledger("v", "customers", "r", url=url).plan([Planned("1", UPSERT, "h", "{}")])
+    from sqlalchemy import create_engine, inspect, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:  # a store created before the Reverse ETL page's indexes
+        conn.execute(text("DROP INDEX ix_sync_runs_sync"))
     assert init_store(url)["records"] == 1
+    with engine.connect() as conn:
+        assert "ix_sync_runs_sync" in {i["name"] for i in inspect(conn).get_indexes("sync_runs")}
+    engine.dispose()

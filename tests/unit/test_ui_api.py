@@ -1,0 +1,176 @@
+"""The Reverse ETL page's JSON (plugins/reverse_etl/ui) against a real SQLite store filled by the real
+ledger, behind Airflow's real auth: the simple auth manager and its JWT, as `make ui` runs it."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from fastapi.testclient import TestClient
+
+from reverse_etl.ledger import DELIVERED, FAILED, UPSERT, Ledger, Outcome, Planned
+
+SIMPLE = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+
+
+def _load(run_id: str, *, sent: list[str], refused: dict[str, str], rejected: dict[str, str], throttled=0):
+    """One load as the generic load writes it: plan, vendor outcomes, rejections, report."""
+    ledger = Ledger("voucherify", "customers", run_id)
+    keys = sent + list(refused)
+    ledger.plan([Planned(k, UPSERT, f"h{k}", "{}") for k in keys])
+    ledger.apply([Outcome(k, DELIVERED) for k in sent] + [Outcome(k, FAILED, m) for k, m in refused.items()])
+    ledger.mark_rejected(list(rejected.items()))
+    report = {
+        "extracted": len(keys) + len(rejected),
+        "valid": len(keys),
+        "rejected": len(rejected),
+        "unchanged_skipped": 0,
+        "sent": len(sent),
+        "deleted": 0,
+        "failed": len(refused),
+        "requests": len(keys) + throttled,
+        "throttled": throttled,
+        "seconds": 1.5,
+        "quarantine": f"/data/quarantine/{run_id}.csv" if rejected else None,
+        "error": None,
+    }
+    ledger.record_run(
+        dag_id="voucherify_sync",
+        try_number=1,
+        window={"start": "2026-10-31T00:00:00+00:00", "end": "2026-11-01T00:00:00+00:00"},
+        dry_run=False,
+        status="success",
+        started_at=dt.datetime(2026, 11, 1),
+        report=report,
+    )
+    return report
+
+
+@pytest.fixture
+def filled(state_store):
+    first = _load(
+        "manual__1",
+        sent=["1", "2", "3"],
+        refused={"4": "422 email is invalid", "5": "422 email is invalid", "6": "409 duplicate"},
+        rejected={"7": "email must be a valid address"},
+        throttled=2,
+    )
+    second = _load("manual__2", sent=["4"], refused={}, rejected={}, throttled=0)  # 4 fixed and resent
+    return state_store, first, second
+
+
+@pytest.fixture
+def auth_on(monkeypatch, airflow_db):
+    """Airflow's simple auth manager with one admin (its token checks read the metadata database: revoked
+    tokens); yields a function that logs the admin in (a JWT)."""
+    monkeypatch.setenv("AIRFLOW__CORE__AUTH_MANAGER", SIMPLE)
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin")
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "False")
+    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "ui-api-tests-" + "s" * 64)
+    from airflow.api_fastapi.app import init_auth_manager, purge_cached_app
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    purge_cached_app()
+    manager = init_auth_manager()
+    yield lambda: manager.generate_jwt(SimpleAuthManagerUser(username="admin", role="admin"))
+    purge_cached_app()
+
+
+@pytest.fixture
+def client(filled, auth_on):
+    from reverse_etl.ui.api import create_app
+
+    path, *_ = filled
+    return TestClient(create_app(f"sqlite:///{path}"))
+
+
+ENDPOINTS = [
+    "/api/syncs",
+    "/api/budget",
+    "/api/failures/voucherify/customers",
+    "/api/records/voucherify/customers/4",
+]
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_no_login_no_data(client, endpoint):
+    answer = client.get(endpoint)
+    assert answer.status_code == 401, answer.text
+    assert "voucherify" not in answer.text
+    forged = client.get(endpoint, cookies={"_token": "not-a-jwt"})
+    assert forged.status_code == 403 and "voucherify" not in forged.text
+
+
+def test_the_page_itself_holds_no_data(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "<title>Reverse ETL</title>" in page.text
+    assert "manual__1" not in page.text
+
+
+def test_latest_runs_with_counts_window_quarantine_and_airflow_link(client, auth_on, filled):
+    _, first, second = filled
+    answer = client.get("/api/syncs", cookies={"_token": auth_on()})  # the cookie the UI sets at login
+    assert answer.status_code == 200, answer.text
+    [sync] = answer.json()
+    assert (sync["destination"], sync["entity"]) == ("voucherify", "customers")
+    newest, oldest = sync["runs"]
+    assert [newest["run_id"], oldest["run_id"]] == ["manual__2", "manual__1"]
+    for run, report in ((oldest, first), (newest, second)):
+        assert run["counts"] == {name: report[name] for name in run["counts"]}
+        assert run["quarantine"] == report["quarantine"]
+        assert run["window_start"] == "2026-10-31T00:00:00+00:00" and run["status"] == "success"
+    assert oldest["counts"]["sent"] == 3 and oldest["counts"]["throttled"] == 2
+    assert oldest["airflow_url"] == "/dags/voucherify_sync/runs/manual__1"
+    limited = client.get("/api/syncs?limit=1", headers={"Authorization": f"Bearer {auth_on()}"})
+    assert [r["run_id"] for r in limited.json()[0]["runs"]] == ["manual__2"]
+
+
+def test_record_lookup_is_the_clis_why(client, auth_on):
+    cookies = {"_token": auth_on()}
+    found = client.get("/api/records/voucherify/customers/4", cookies=cookies).json()
+    assert found["current"]["status"] == DELIVERED and found["current"]["attempts"] == 2
+    assert "payload" not in found["current"]
+    assert [(e["status"], e["run_id"], e["detail"]) for e in found["events"]] == [
+        (FAILED, "manual__1", "422 email is invalid"),
+        (DELIVERED, "manual__2", None),
+    ]
+    unknown = client.get("/api/records/voucherify/customers/nobody", cookies=cookies).json()
+    assert unknown["current"] is None and unknown["events"] == []
+
+
+def test_failing_now_grouped_by_message(client, auth_on):
+    groups = client.get("/api/failures/voucherify/customers", cookies={"_token": auth_on()}).json()
+    # record 4 was refused, then delivered: it is not failing now
+    assert groups == [
+        {"status": FAILED, "message": "409 duplicate", "records": 1, "keys": ["6"]},
+        {"status": FAILED, "message": "422 email is invalid", "records": 1, "keys": ["5"]},
+        {"status": "rejected", "message": "email must be a valid address", "records": 1, "keys": ["7"]},
+    ]
+
+
+def test_rate_budget_per_account_and_run(client, auth_on):
+    [account] = client.get("/api/budget", cookies={"_token": auth_on()}).json()
+    assert account["destination"] == "voucherify"
+    assert [(r["run_id"], r["requests"], r["throttled"]) for r in account["runs"]] == [
+        ("manual__2", 1, 0),
+        ("manual__1", 8, 2),
+    ]
+
+
+def test_a_missing_store_is_named_not_a_crash(tmp_path, auth_on):
+    from reverse_etl.ui.api import create_app
+
+    answer = TestClient(create_app(f"sqlite:///{tmp_path / 'none.db'}")).get(
+        "/api/syncs", cookies={"_token": auth_on()}
+    )
+    assert answer.status_code == 503 and "does not exist" in answer.json()["detail"]
+
+
+def test_airflow_loads_the_plugin():
+    from airflow import plugins_manager
+
+    apps, _ = plugins_manager.get_fastapi_plugins()
+    assert "/reverse-etl" in [app["url_prefix"] for app in apps]
+    views, _ = plugins_manager._get_ui_plugins()
+    [view] = [v for v in views if v.get("url_route") == "reverse-etl"]
+    assert view["href"] == "/reverse-etl/" and view["destination"] == "nav"
