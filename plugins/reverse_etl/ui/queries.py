@@ -14,19 +14,8 @@ from sqlalchemy import func, select
 
 from reverse_etl.ledger import FAILED, REJECTED, record_history
 from reverse_etl.store import open_store
+from reverse_etl.tasks import PAGE_COLUMNS
 
-COUNTS = (
-    "extracted",
-    "valid",
-    "rejected",
-    "unchanged_skipped",
-    "sent",
-    "deleted",
-    "failed",
-    "requests",
-    "throttled",
-    "seconds",
-)
 SAMPLE_KEYS = 5
 
 
@@ -43,7 +32,7 @@ def _run(row: Any) -> dict:
         "error": report.get("error"),
         "started_at": row.started_at.isoformat() if row.started_at else None,
         "finished_at": row.finished_at.isoformat() if row.finished_at else None,
-        "counts": {name: report.get(name, 0) for name in COUNTS},
+        "counts": {name: report.get(name, 0) for name in PAGE_COLUMNS},
         "quarantine": report.get("quarantine"),
         "airflow_url": f"/dags/{row.dag_id}/runs/{row.run_id}",
     }
