@@ -111,16 +111,14 @@ def _started_by(base: str) -> list[psutil.Process]:
     return found
 
 
-def test_make_ui_listens_on_loopback_asks_for_login_and_stops_its_whole_tree(tmp_path):
+def launch_ui(tmp_path) -> tuple[subprocess.Popen, Output, int]:
+    """`make ui` (scripts/ui.py) on free ports with RETL_LOCAL_DIR=tmp_path and a 50-customer warehouse:
+    the launcher, its output and the UI's port."""
     build_duckdb(tmp_path / "data" / "warehouse.duckdb", customers=50, seed=7)
     port = _free_ports(1)
     env = os.environ.copy()
     env.pop("RETL_UI_HOST", None)
-    env.update(
-        RETL_LOCAL_DIR=str(tmp_path),
-        RETL_UI_PORT=str(port),
-        RETL_SANDBOX_PORT=str(_free_ports(5)),
-    )
+    env.update(RETL_LOCAL_DIR=str(tmp_path), RETL_UI_PORT=str(port), RETL_SANDBOX_PORT=str(_free_ports(5)))
     proc = subprocess.Popen(
         [sys.executable, str(REPO / "scripts" / "ui.py")],
         env=env,
@@ -129,7 +127,20 @@ def test_make_ui_listens_on_loopback_asks_for_login_and_stops_its_whole_tree(tmp
         stderr=subprocess.STDOUT,
         text=True,
     )
-    output = Output(proc)
+    return proc, Output(proc), port
+
+
+def kill_everything(proc: subprocess.Popen, tmp_path) -> None:
+    """After the test, pass or fail: the launcher and anything it started are gone."""
+    proc.kill()
+    for leftover in _started_by(str(tmp_path)):
+        with contextlib.suppress(psutil.Error):
+            leftover.kill()
+    proc.wait(timeout=30)
+
+
+def test_make_ui_listens_on_loopback_asks_for_login_and_stops_its_whole_tree(tmp_path):
+    proc, output, port = launch_ui(tmp_path)
     try:
         password = output.wait_for(PASSWORD_LINE, STARTUP_SECONDS).group(1)
         url = f"http://127.0.0.1:{port}"
@@ -180,8 +191,4 @@ def test_make_ui_listens_on_loopback_asks_for_login_and_stops_its_whole_tree(tmp
         assert _started_by(str(tmp_path)) == []
         assert "stopping Airflow and the sandboxes" in "".join(output.lines)
     finally:  # after a failure: leave nothing running either
-        proc.kill()
-        for leftover in _started_by(str(tmp_path)):
-            with contextlib.suppress(psutil.Error):
-                leftover.kill()
-        proc.wait(timeout=30)
+        kill_everything(proc, tmp_path)

@@ -10,17 +10,13 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 import time
 from urllib.parse import unquote
 
-import psutil
 import pytest
 import requests
 
-from sandbox.env import REPO
-from sandbox.warehouse import build_duckdb
-from tests.ui.test_make_ui import PASSWORD_LINE, STARTUP_SECONDS, Output, _free_ports, _started_by
+from tests.ui.test_make_ui import PASSWORD_LINE, STARTUP_SECONDS, kill_everything, launch_ui
 
 pytestmark = pytest.mark.e2e
 
@@ -39,20 +35,7 @@ ENDPOINTS = (
 @pytest.fixture
 def make_ui(tmp_path):
     """`make ui` started for real; yields (url, admin password, RETL_LOCAL_DIR) and stops it all after."""
-    build_duckdb(tmp_path / "data" / "warehouse.duckdb", customers=50, seed=7)
-    port = _free_ports(1)
-    env = os.environ.copy()
-    env.pop("RETL_UI_HOST", None)
-    env.update(RETL_LOCAL_DIR=str(tmp_path), RETL_UI_PORT=str(port), RETL_SANDBOX_PORT=str(_free_ports(5)))
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "scripts" / "ui.py")],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    output = Output(proc)
+    proc, output, port = launch_ui(tmp_path)
     try:
         password = output.wait_for(PASSWORD_LINE, STARTUP_SECONDS).group(1)
         yield f"http://127.0.0.1:{port}", password, tmp_path
@@ -60,11 +43,7 @@ def make_ui(tmp_path):
         proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=60)
-        proc.kill()
-        for leftover in _started_by(str(tmp_path)):
-            with contextlib.suppress(psutil.Error):
-                leftover.kill()
-        proc.wait(timeout=30)
+        kill_everything(proc, tmp_path)
 
 
 def _until(condition, seconds: float, what: str):
