@@ -186,13 +186,13 @@ def reconcile(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def init(url: str | None) -> int:
-    from reverse_etl.store import init_store
+    from reverse_etl.store import SCHEMA_VERSION, init_store
 
     done = init_store(url)
     what = {
         "initialised": "created a new, empty state store",
         "adopted": f"adopted the existing state store ({done['records']} records kept)",
-        "upgraded": "upgraded the state store",
+        "upgraded": f"upgraded the state store to schema version {SCHEMA_VERSION} ({done['records']} records kept)",
         "unchanged": f"the state store is ready ({done['records']} records)",
     }[done["action"]]
     print(f"{done['store']}: {what}; deployment '{done['deployment']}', store id {done['store_id']}.")
@@ -212,7 +212,10 @@ def salesmanago_contact(email: str | None, conn_id: str, url: str | None, sm_id:
 
     try:
         hook = DataTalksHook(conn_id)
-        found = hook.contact_by_sm_id(sm_id) if sm_id else hook.contact_by_email(email or "")
+        try:
+            found = hook.contact_by_sm_id(sm_id) if sm_id else hook.contact_by_email(email or "")
+        finally:
+            hook.flush_request_minutes()
     except SyncError as exc:
         print(f"cannot ask Data Talks: {exc}", file=sys.stderr)
         return 2

@@ -349,6 +349,8 @@ def run_command(
                 status = "failed"
                 raise
             finally:
+                if hasattr(hook, "flush_request_minutes"):  # an HTTP vendor's budget (not Splio's SFTP)
+                    hook.flush_request_minutes()
                 ledger.release_lease()
     summary = {
         "destination": destination,

@@ -17,7 +17,7 @@ from typing import Any
 from reverse_etl import settings
 from reverse_etl.errors import ConfigError, StateStoreError, StateStoreUnavailable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: sync_request_minutes (the rate budget per account and minute)
 INIT_COMMAND = "python -m reverse_etl.cli init"
 _ENGINES: dict[str, Any] = {}
 _ENGINES_LOCK = threading.Lock()
@@ -102,7 +102,19 @@ def _tables(metadata):
         Column("schema_version", Integer, nullable=False),
         Column("created_at", DateTime, nullable=False),
     )
-    return ledger, events, runs, leases, identity
+    # Requests and 429s per vendor account (the rate bucket, ``hook.limiter.account``) and UTC minute, added
+    # to by every task that sends (reverse_etl.budget); the Reverse ETL page reads an account's latest
+    # minutes through the primary key (account, minute).
+    request_minutes = Table(
+        "sync_request_minutes",
+        metadata,
+        Column("account", String(128), primary_key=True),
+        Column("minute", DateTime, primary_key=True),
+        Column("requests", Integer, nullable=False, default=0),
+        Column("throttled", Integer, nullable=False, default=0),
+        Column("limit_per_minute", Integer),
+    )
+    return ledger, events, runs, leases, request_minutes, identity
 
 
 def state_store_url(conn_id: str | None = None) -> str:
@@ -228,6 +240,16 @@ def open_store(url: str, *, check_deployment: bool = True):
     Checked on every open (one small query): a store deleted or swapped under a running deployment is
     refused by the next task, not only by the next process.
     """
+    return _open(url, check_deployment)[:5]
+
+
+def open_request_minutes(url: str):
+    """``(engine, sync_request_minutes)`` of an initialised store, checked as ``open_store`` checks it."""
+    entry = _open(url, True)
+    return entry[0], entry[5]
+
+
+def _open(url: str, check_deployment: bool) -> tuple:
     from sqlalchemy import MetaData
 
     where = describe(url)
@@ -245,7 +267,7 @@ def open_store(url: str, *, check_deployment: bool = True):
     with _ENGINES_LOCK:
         if url not in _ENGINES:
             metadata = MetaData()
-            _ENGINES[url] = (_create_engine(url, create=False), *_tables(metadata)[:4])
+            _ENGINES[url] = (_create_engine(url, create=False), *_tables(metadata)[:-1])
         entry = _ENGINES[url]
     identity = _identity(entry[0], url)
     if identity is None:

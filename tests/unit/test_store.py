@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import sqlite3
 import subprocess
 import sys
 
 import pytest
+from sqlalchemy import create_engine, text
 
+from reverse_etl.budget import add_request_minutes
 from reverse_etl.errors import StateStoreError
 from reverse_etl.ledger import UPSERT, Ledger, Planned
-from reverse_etl.store import init_store, open_store
+from reverse_etl.store import SCHEMA_VERSION, init_store, open_request_minutes, open_store
 
 
 def url_of(path) -> str:
@@ -100,6 +103,39 @@ def test_a_store_of_an_earlier_version_is_refused_until_init_adopts_it_with_its_
         open_store(url_of(path))
     assert init_store(url_of(path))["action"] == "adopted"
     assert Ledger("v", "customers", "r2", url=url_of(path)).lookup(["42"])["42"]["status"] == "pending"
+    add_request_minutes(url_of(path), "voucherify_default", 100, [(MINUTE, 3, 1)])  # the current tables
+
+
+MINUTE = dt.datetime(2026, 11, 1, 10, 0)
+
+
+def as_version_1(conn) -> None:
+    """A store as version 1 left it: no rate budget per minute."""
+    conn.execute(text("DROP TABLE sync_request_minutes"))
+    conn.execute(text("UPDATE sync_store SET schema_version = 1"))
+
+
+def test_a_version_1_store_is_refused_until_init_upgrades_it_with_its_records(tmp_path):
+    path = tmp_path / "state.db"
+    first = init_store(url_of(path))
+    Ledger("v", "customers", "r", url=url_of(path)).plan([Planned("42", UPSERT, "h", "{}")])
+    engine = create_engine(url_of(path))
+    with engine.begin() as conn:
+        as_version_1(conn)
+    engine.dispose()
+    for opening in (open_store, open_request_minutes):
+        with pytest.raises(StateStoreError, match="needs an upgrade") as caught:
+            opening(url_of(path))
+        assert "python -m reverse_etl.cli init" in str(caught.value) and str(path) in str(caught.value)
+    upgraded = init_store(url_of(path))
+    assert upgraded["action"] == "upgraded" and upgraded["records"] == 1
+    assert upgraded["store_id"] == first["store_id"]
+    assert Ledger("v", "customers", "r2", url=url_of(path)).lookup(["42"])["42"]["status"] == "pending"
+    add_request_minutes(url_of(path), "voucherify_default", 100, [(MINUTE, 3, 1)])
+    assert init_store(url_of(path))["action"] == "unchanged"
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT requests, throttled FROM sync_request_minutes").fetchall() == [(3, 1)]
+        assert conn.execute("SELECT schema_version FROM sync_store").fetchone() == (SCHEMA_VERSION,)
 
 
 def test_the_cli_creates_the_store_and_refuses_a_mistyped_path(tmp_path, repo):
@@ -134,12 +170,18 @@ def test_postgresql_an_empty_database_is_refused_until_init(postgres_database):
         open_store(url)
     assert init_store(url)["action"] == "initialised"
     Ledger("v", "customers", "r", url=url).plan([Planned("1", UPSERT, "h", "{}")])
-    from sqlalchemy import create_engine, inspect, text
+    from sqlalchemy import inspect
 
     engine = create_engine(url)
-    with engine.begin() as conn:  # a store created before the Reverse ETL page's indexes
+    with engine.begin() as conn:  # a version-1 store created before the Reverse ETL page's indexes
         conn.execute(text("DROP INDEX ix_sync_runs_sync"))
-    assert init_store(url)["records"] == 1
+        as_version_1(conn)
+    with pytest.raises(StateStoreError, match="needs an upgrade"):
+        open_store(url)
+    upgraded = init_store(url)
+    assert (upgraded["action"], upgraded["records"]) == ("upgraded", 1)
+    add_request_minutes(url, "voucherify_default", 100, [(MINUTE, 3, 1)])
     with engine.connect() as conn:
         assert "ix_sync_runs_sync" in {i["name"] for i in inspect(conn).get_indexes("sync_runs")}
+        assert conn.execute(text("SELECT requests, throttled FROM sync_request_minutes")).all() == [(3, 1)]
     engine.dispose()

@@ -148,13 +148,29 @@ def test_failing_now_grouped_by_message(client, auth_on):
     ]
 
 
-def test_rate_budget_per_account_and_run(client, auth_on):
-    [account] = client.get("/api/budget", cookies={"_token": auth_on()}).json()
-    assert account["destination"] == "voucherify"
-    assert [(r["run_id"], r["requests"], r["throttled"]) for r in account["runs"]] == [
-        ("manual__2", 1, 0),
-        ("manual__1", 8, 2),
+def test_rate_budget_per_account_and_minute(client, auth_on, filled):
+    from reverse_etl.budget import add_request_minutes
+
+    path, *_ = filled
+    minute = dt.datetime(2026, 11, 1, 10, 0)
+    add_request_minutes(
+        f"sqlite:///{path}",
+        "voucherify_voucherify_default",
+        100,
+        [(minute, 97, 0), (minute + dt.timedelta(minutes=1), 40, 2)],
+    )
+    cookies = {"_token": auth_on()}
+    [account] = client.get("/api/budget", cookies=cookies).json()
+    assert account["account"] == "voucherify_voucherify_default" and account["limit_per_minute"] == 100
+    assert [(m["minute"], m["requests"], m["throttled"]) for m in account["minutes"]] == [
+        ("2026-11-01T10:00", 97, 0),
+        ("2026-11-01T10:01", 40, 2),
     ]
+    assert account["peak"]["minute"] == "2026-11-01T10:00" and account["share"] == 0.97
+    assert account["throttled_minutes"] == ["2026-11-01T10:01"]
+    [latest] = client.get("/api/budget?minutes=1", cookies=cookies).json()
+    assert [m["minute"] for m in latest["minutes"]] == ["2026-11-01T10:01"] and latest["share"] == 0.4
+    assert client.get("/api/budget?minutes=0", cookies=cookies).status_code == 422
 
 
 def test_a_missing_store_is_named_not_a_crash(tmp_path, auth_on):

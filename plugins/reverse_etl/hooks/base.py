@@ -15,6 +15,7 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
+from reverse_etl.budget import RequestMinutes
 from reverse_etl.errors import (
     ConfigError,
     VendorAuthError,
@@ -60,6 +61,9 @@ class VendorHttpHook(BaseHook):
     ``max_transient_retries`` (5), ``backoff_base_seconds`` (2), ``backoff_max_seconds`` (60),
     ``max_throttle_wait_seconds`` (900), ``rate_limit_account`` (defaults to the connection id: connections
     that share one vendor account must name the same account to share one bucket).
+
+    Every request and every 429 is also counted per UTC minute and account (``request_minutes``) for the
+    Reverse ETL page's rate budget; whoever owns the hook calls ``flush_request_minutes`` when done.
     """
 
     conn_name_attr = "vendor_conn_id"
@@ -74,6 +78,7 @@ class VendorHttpHook(BaseHook):
         self._connection: Any = None
         self._session: Any = None
         self._limiter: AccountLimiter | None = None
+        self._minutes: RequestMinutes | None = None
         self.stats = RequestStats()
 
     # --- connection -------------------------------------------------------------------------------------
@@ -125,6 +130,25 @@ class VendorHttpHook(BaseHook):
             account = str(self.extras.get("rate_limit_account") or self.vendor_conn_id)
             self._limiter = AccountLimiter(f"{self.vendor.lower()}_{account}", self.rate_spec())
         return self._limiter
+
+    @property
+    def request_minutes(self) -> RequestMinutes:
+        """This hook's requests and 429s per minute, in memory until a minute ends or the owner flushes."""
+        if self._minutes is None:
+            spec = self.limiter.spec
+            self._minutes = RequestMinutes(self.limiter.account, round(spec.limit * 60 / spec.window_seconds))
+        return self._minutes
+
+    def flush_request_minutes(self) -> None:
+        """Write the minutes counted so far to the state store (the load's ``finally``); never raises."""
+        if self._minutes is not None:
+            self._minutes.flush(last=True)
+
+    def _sent(self, *, throttled: bool = False) -> None:
+        """Count one request sent (a 429 when ``throttled``): the load's report and the minute's row."""
+        self.stats.requests += 1
+        self.stats.throttled += int(throttled)
+        self.request_minutes.count(throttled=throttled)
 
     def get_conn(self):
         """A ``requests.Session`` carrying the vendor's auth headers."""
@@ -183,13 +207,12 @@ class VendorHttpHook(BaseHook):
             try:
                 response = session.send(prepared, timeout=timeout)
             except (requests.ConnectionError, requests.Timeout) as exc:
-                self.stats.requests += 1
+                self._sent()
                 problem = f"{type(exc).__name__}: {exc}"
             else:
-                self.stats.requests += 1
                 status = response.status_code
+                self._sent(throttled=status == 429)
                 if status == 429:
-                    self.stats.throttled += 1
                     throttles += 1
                     delay = self.throttle_delay(response)
                     delay = self._backoff(1) if delay is None else delay + random.uniform(0, 0.25)

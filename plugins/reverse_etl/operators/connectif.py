@@ -280,15 +280,18 @@ class ConnectifExportOperator(BaseOperator):
         warehouse = WarehouseHook(self.warehouse_conn_id or settings.export_conn_id())
         table_prefix = hook.extras.get("export_table_prefix", "connectif_")
         report: dict[str, Any] = {}
-        for kind in wanted:
-            table = f"{table_prefix}{kind}"
-            if kind == "activities":
-                report[kind] = [
-                    self._export(hook, warehouse, kind, table, part)
-                    for part in self._parts(window.start, window.end)
-                ]
-            else:
-                report[kind] = [self._export(hook, warehouse, kind, table, None)]
+        try:
+            for kind in wanted:
+                table = f"{table_prefix}{kind}"
+                if kind == "activities":
+                    report[kind] = [
+                        self._export(hook, warehouse, kind, table, part)
+                        for part in self._parts(window.start, window.end)
+                    ]
+                else:
+                    report[kind] = [self._export(hook, warehouse, kind, table, None)]
+        finally:
+            hook.flush_request_minutes()
         report["requests"] = hook.stats.requests
         report["throttled"] = hook.stats.throttled
         log.info("connectif exports: %s", json.dumps(report, default=str))

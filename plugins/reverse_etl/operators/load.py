@@ -168,6 +168,8 @@ class SyncLoadOperator(BaseOperator):
             status, error = "failed", f"{type(exc).__name__}: {exc}"
             raise
         finally:
+            if hasattr(hook, "flush_request_minutes"):  # the account's requests per minute (HTTP vendors)
+                hook.flush_request_minutes()
             ledger.release_lease()
             report = {
                 "destination": self.destination,

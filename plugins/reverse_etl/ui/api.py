@@ -67,8 +67,9 @@ def create_app(url: str | None = None) -> FastAPI:
         return answer(queries.failures, destination, entity, groups)
 
     @app.get("/api/budget", dependencies=guarded)
-    def budget(runs: int = Query(30, ge=1, le=200)) -> list[dict]:
-        """Requests and 429s per Airflow run for each destination's account."""
-        return answer(queries.budget, runs)
+    def budget(minutes: int = Query(360, ge=1, le=10080)) -> list[dict]:
+        """Each vendor account's rate budget: its limit per minute, its latest ``minutes`` minutes with
+        traffic (requests and 429s each, oldest first), the peak minute and the share of the limit used."""
+        return answer(queries.budget, minutes)
 
     return app

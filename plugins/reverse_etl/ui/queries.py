@@ -2,7 +2,8 @@
 
 Every query is bounded by an index of ``store._tables``: the runs of a sync by ``ix_sync_runs_sync``
 (destination, entity, id), a record's events by ``ix_sync_events_key``, the failing records by
-``ix_sync_ledger_status``. Nothing scans the ledger.
+``ix_sync_ledger_status``, an account's minutes by the primary key of ``sync_request_minutes`` (account,
+minute). Nothing scans the ledger or the minutes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from reverse_etl.ledger import FAILED, REJECTED, record_history
-from reverse_etl.store import open_store
+from reverse_etl.store import open_request_minutes, open_store
 from reverse_etl.tasks import PAGE_COLUMNS
 
 SAMPLE_KEYS = 5
@@ -98,30 +99,62 @@ def failures(url: str, destination: str, entity: str, groups: int) -> list[dict]
     return found
 
 
-def budget(url: str, limit: int) -> list[dict]:
-    """Requests and 429s per Airflow run for each destination (one vendor account each), newest first."""
-    engine, _, _, runs, _ = open_store(url)
+def budget(url: str, minutes: int) -> list[dict]:
+    """Per vendor account (rate bucket): its limit per minute and its latest ``minutes`` minutes with
+    traffic, oldest first, each with requests and 429s; the peak minute, the share of the limit it used,
+    the minutes over the limit and the minutes with 429s. Did we stay within budget, how close, where
+    were we throttled.
+
+    Each account's minutes are one range of the primary key (account, minute), read newest first and
+    stopped at ``minutes``; the accounts are found by one index seek each (never a scan of the table).
+    """
+    engine, table = open_request_minutes(url)
+    t = table.c
     found = []
     with engine.connect() as conn:
-        destinations = conn.execute(
-            select(runs.c.destination).group_by(runs.c.destination).order_by(runs.c.destination)
-        ).scalars()
-        for destination in list(destinations):
+        accounts: list[str] = []
+        while True:  # a loose index scan: the next account after the last one found
+            after = select(t.account).order_by(t.account).limit(1)
+            if accounts:
+                after = after.where(t.account > accounts[-1])
+            account = conn.execute(after).scalar()
+            if account is None:
+                break
+            accounts.append(account)
+        for account in accounts:
             rows = conn.execute(
-                select(runs.c.dag_id, runs.c.run_id, runs.c.report)
-                .where(runs.c.destination == destination)
-                .order_by(runs.c.id.desc())
-                .limit(limit * 8)  # a run loads a few entities: enough reports for ``limit`` runs
-            ).all()
-            per_run: dict[tuple[str, str], dict] = {}
-            for dag_id, run_id, report in rows:
-                if (dag_id, run_id) not in per_run and len(per_run) == limit:
-                    continue
-                counts = json.loads(report or "{}")
-                entry = per_run.setdefault(
-                    (dag_id, run_id), {"dag_id": dag_id, "run_id": run_id, "requests": 0, "throttled": 0}
-                )
-                entry["requests"] += counts.get("requests", 0)
-                entry["throttled"] += counts.get("throttled", 0)
-            found.append({"destination": destination, "runs": list(per_run.values())})
+                select(t.minute, t.requests, t.throttled, t.limit_per_minute)
+                .where(t.account == account)
+                .order_by(t.minute.desc())
+                .limit(minutes)
+            ).all()[::-1]
+            found.append(_account_budget(account, rows))
     return found
+
+
+def _account_budget(account: str, rows: list) -> dict:
+    """The page's numbers of one account from its minutes (oldest first)."""
+    limit = rows[-1].limit_per_minute  # the latest: the connection's requests_per_minute may have changed
+    shown = [
+        {"minute": r.minute.isoformat(timespec="minutes"), "requests": r.requests, "throttled": r.throttled}
+        for r in rows
+    ]
+
+    def limit_of(row) -> int | None:  # the limit in force in that minute
+        return row.limit_per_minute or limit
+
+    peak = max(range(len(rows)), key=lambda i: (rows[i].requests, i))  # the busiest; of equals the newest
+    peak_limit = limit_of(rows[peak])
+    return {
+        "account": account,
+        "limit_per_minute": limit,
+        "requests": sum(r.requests for r in rows),
+        "throttled": sum(r.throttled for r in rows),
+        "first_minute": shown[0]["minute"],
+        "last_minute": shown[-1]["minute"],
+        "peak": {**shown[peak], "limit_per_minute": peak_limit},
+        "share": round(rows[peak].requests / peak_limit, 3) if peak_limit else None,
+        "over_limit_minutes": sum(1 for r in rows if limit_of(r) and r.requests > limit_of(r)),
+        "throttled_minutes": [m["minute"] for m in shown if m["throttled"]],
+        "minutes": shown,
+    }
