@@ -3,8 +3,10 @@
 What is measured
     A SQLite store created by ``init_store`` (so with every index of ``store._tables``) is filled with plain
     SQL: ``--records`` ledger rows over 4 destinations x 2 entities, one event per record plus one more for
-    each failing one, 2 % failed (40 distinct vendor messages), 1 % rejected, and ``--runs`` load reports
-    per sync. Each endpoint of ``reverse_etl.ui.api`` is then called ``--repeat`` times through FastAPI's
+    each failing one, 2 % failed (40 distinct vendor messages), 1 % rejected, ``--runs`` load reports
+    per sync, and the rate budget: ``--accounts`` vendor accounts with requests in every minute of
+    ``--minute-days`` days (a year of minutes for 5 accounts: 2.6M rows of ``sync_request_minutes``, some
+    with 429s). Each endpoint of ``reverse_etl.ui.api`` is then called ``--repeat`` times through FastAPI's
     TestClient (HTTP handling, JSON, the queries; Airflow's auth check is replaced by a no-op: it does not
     depend on the store's size) and its median time is divided by the median time of a baseline measured in
     the same run on the same store: ``SELECT count(*) FROM sync_ledger``, one pass over the ledger's smallest
@@ -18,9 +20,10 @@ How to read it
     with ``--records 200000`` and 1000000 and compare the ratios (they should grow about 5 times, the ms
     stay flat). Each endpoint has a floor of a few ms (the store's identity check on every open, HTTP and
     JSON). The failures endpoint reads every failing record of one sync (here ~2.5k): its cost grows with
-    the failures, not with the ledger.
+    the failures, not with the ledger. The rate budget reads 360 minutes per account whatever the table
+    holds: compare ``--minute-days 30`` and 365.
 
-    .venv/bin/python benchmarks/bench_ui.py [--records 1000000 --runs 200 --repeat 15]
+    .venv/bin/python benchmarks/bench_ui.py [--records 1000000 --runs 200 --accounts 5 --minute-days 365]
 """
 
 from __future__ import annotations
@@ -127,6 +130,34 @@ def fill(path: Path, records: int, runs: int) -> None:
     db.close()
 
 
+def fill_minutes(path: Path, accounts: int, days: int) -> int:
+    """Every minute of ``days`` days up to 2026-11-01 for each account: requests up to the limit (100 per
+    minute), a 429 in one minute of 97."""
+    start = dt.datetime(2026, 11, 1) - dt.timedelta(days=days)
+    count = days * 24 * 60
+    db = sqlite3.connect(path)
+    with db:
+        for a in range(accounts):
+            account = f"vendor{a}_vendor{a}_default"
+            db.executemany(
+                "INSERT INTO sync_request_minutes (account, minute, requests, throttled, limit_per_minute) "
+                "VALUES (?,?,?,?,?)",
+                (
+                    (
+                        account,
+                        (start + dt.timedelta(minutes=m)).isoformat(sep=" "),
+                        1 + (m * 37 + a) % 100,
+                        int(m % 97 == 0),
+                        100,
+                    )
+                    for m in range(count)
+                ),
+            )
+    db.execute("ANALYZE")
+    db.close()
+    return accounts * count
+
+
 def median_seconds(call, repeat: int) -> float:
     call()  # warm: the first call opens the engine and fills SQLite's page cache
     times = []
@@ -142,6 +173,8 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=200, help="load reports per sync")
     parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--accounts", type=int, default=5, help="vendor accounts with a rate budget")
+    parser.add_argument("--minute-days", type=int, default=365, help="days of minutes per account")
     args = parser.parse_args()
     _paths()
     import os
@@ -160,8 +193,10 @@ def main() -> int:
     init_store(url)
     started = time.perf_counter()
     fill(path, args.records, args.runs)
+    minutes = fill_minutes(path, args.accounts, args.minute_days)
     print(
-        f"filled {args.records:,} ledger rows, {args.runs * len(SYNCS):,} runs in {time.perf_counter() - started:.1f} s"
+        f"filled {args.records:,} ledger rows, {args.runs * len(SYNCS):,} runs, {minutes:,} account minutes "
+        f"in {time.perf_counter() - started:.1f} s"
     )
 
     from sqlalchemy import event
@@ -180,12 +215,16 @@ def main() -> int:
     db = sqlite3.connect(path)
     baseline = median_seconds(lambda: db.execute("SELECT count(*) FROM sync_ledger").fetchone(), args.repeat)
     print(f"baseline  SELECT count(*) FROM sync_ledger: {baseline * 1000:8.1f} ms")
+    whole = median_seconds(
+        lambda: db.execute("SELECT count(*) FROM sync_request_minutes").fetchone(), args.repeat
+    )
+    print(f"for scale SELECT count(*) FROM sync_request_minutes: {whole * 1000:8.1f} ms (not a ratio's base)")
     middle = f"{args.records // len(SYNCS) // 2:09d}"
     endpoints = {
         "syncs (30 runs each)": "/api/syncs?limit=30",
         "record lookup": f"/api/records/voucherify/customers/{middle}",
         "failures by message": "/api/failures/voucherify/customers",
-        "rate budget": "/api/budget?runs=30",
+        "rate budget": "/api/budget?minutes=360",
     }
     for name, endpoint in endpoints.items():
 

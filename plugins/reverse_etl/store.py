@@ -113,6 +113,7 @@ def _tables(metadata):
         Column("requests", Integer, nullable=False, default=0),
         Column("throttled", Integer, nullable=False, default=0),
         Column("limit_per_minute", Integer),
+        sqlite_with_rowid=False,  # SQLite keeps the rows in key order: an account's minutes are one range
     )
     return ledger, events, runs, leases, request_minutes, identity
 

@@ -113,11 +113,11 @@ def budget(url: str, minutes: int) -> list[dict]:
     found = []
     with engine.connect() as conn:
         accounts: list[str] = []
-        while True:  # a loose index scan: the next account after the last one found
-            after = select(t.account).order_by(t.account).limit(1)
-            if accounts:
-                after = after.where(t.account > accounts[-1])
-            account = conn.execute(after).scalar()
+        while True:  # a loose index scan: the next account after the last one found (none is "")
+            after = accounts[-1] if accounts else ""
+            account = conn.execute(
+                select(t.account).where(t.account > after).order_by(t.account).limit(1)
+            ).scalar()
             if account is None:
                 break
             accounts.append(account)
@@ -127,34 +127,41 @@ def budget(url: str, minutes: int) -> list[dict]:
                 .where(t.account == account)
                 .order_by(t.minute.desc())
                 .limit(minutes)
-            ).all()[::-1]
-            found.append(_account_budget(account, rows))
+            ).all()
+            found.append(_account_budget(account, [tuple(row) for row in reversed(rows)]))
     return found
 
 
 def _account_budget(account: str, rows: list) -> dict:
-    """The page's numbers of one account from its minutes (oldest first)."""
-    limit = rows[-1].limit_per_minute  # the latest: the connection's requests_per_minute may have changed
-    shown = [
-        {"minute": r.minute.isoformat(timespec="minutes"), "requests": r.requests, "throttled": r.throttled}
-        for r in rows
-    ]
-
-    def limit_of(row) -> int | None:  # the limit in force in that minute
-        return row.limit_per_minute or limit
-
-    peak = max(range(len(rows)), key=lambda i: (rows[i].requests, i))  # the busiest; of equals the newest
-    peak_limit = limit_of(rows[peak])
+    """The page's numbers of one account from its minutes ``(minute, requests, throttled, limit)``, oldest
+    first."""
+    limit = rows[-1][3]  # the latest: the connection's requests_per_minute may have changed
+    shown, throttled_minutes = [], []
+    total = total_throttled = over = 0
+    peak: dict = {"requests": -1}
+    for at, requests, throttled, in_force in rows:
+        minute = at.isoformat(timespec="minutes")
+        entry = {"minute": minute, "requests": requests, "throttled": throttled}
+        shown.append(entry)
+        total += requests
+        total_throttled += throttled
+        if throttled:
+            throttled_minutes.append(minute)
+        in_force = in_force or limit  # the limit in force in that minute
+        if in_force and requests > in_force:
+            over += 1
+        if requests >= peak["requests"]:  # the busiest; of equals the newest
+            peak = {**entry, "limit_per_minute": in_force}
     return {
         "account": account,
         "limit_per_minute": limit,
-        "requests": sum(r.requests for r in rows),
-        "throttled": sum(r.throttled for r in rows),
+        "requests": total,
+        "throttled": total_throttled,
         "first_minute": shown[0]["minute"],
         "last_minute": shown[-1]["minute"],
-        "peak": {**shown[peak], "limit_per_minute": peak_limit},
-        "share": round(rows[peak].requests / peak_limit, 3) if peak_limit else None,
-        "over_limit_minutes": sum(1 for r in rows if limit_of(r) and r.requests > limit_of(r)),
-        "throttled_minutes": [m["minute"] for m in shown if m["throttled"]],
+        "peak": peak,
+        "share": round(peak["requests"] / peak["limit_per_minute"], 3) if peak["limit_per_minute"] else None,
+        "over_limit_minutes": over,
+        "throttled_minutes": throttled_minutes,
         "minutes": shown,
     }
