@@ -37,6 +37,19 @@ def _totals(url: str) -> tuple[dict, dict]:
 
 
 def test_the_minutes_of_a_failed_and_a_throttled_load_add_up_to_their_reports(harness):
+    check_minutes_add_up(harness)
+
+
+@pytest.mark.postgres
+def test_same_with_a_postgresql_state_store(harness, warehouse, postgres_database):
+    from sandbox.warehouse import load_postgres
+
+    load_postgres(warehouse, postgres_database)
+    harness.use_postgres(postgres_database)
+    check_minutes_add_up(harness)
+
+
+def check_minutes_add_up(harness) -> None:
     # Run 1: Voucherify answers the customers' bulk upserts 503 more often than the hook retries: that
     # load fails (after its requests were counted); products and orders go through.
     harness.sandbox.inject("status", count=6, status=503, path_prefix="/v1/customers/bulk")
