@@ -135,10 +135,24 @@ def _note_cell(report: dict, column: str) -> str:
     return str(report.get(column, ""))
 
 
+def headline(reports: list[dict], failed: list[str], *, dry_run: bool) -> str:
+    """The note's first line, all the Airflow UI shows of a note until it is opened: the run's totals."""
+    total = {name: sum(int(r.get(name) or 0) for r in reports) for name in ("rejected", "failed")}
+    if dry_run:
+        would = sum(int(r.get("to_send") or 0) for r in reports)
+        counts = f"would send {would}, rejected {total['rejected']}"
+    else:
+        sent = sum(int(r.get("sent") or 0) for r in reports)
+        counts = f"sent {sent}, rejected {total['rejected']}, failed {total['failed']}"
+    if failed:
+        counts += f"; {', '.join(failed)} failed"
+    return f"**{'Dry run' if dry_run else 'Run'} report:** {counts}"
+
+
 def format_note(reports: list[dict], failed: list[str], *, dry_run: bool) -> str:
     """The run's summary as a short markdown note (the grid's note box): a table, quarantines, failures.
     Held under Airflow's 1000 characters: the quarantine files collapse to their folder when too long."""
-    lines = [f"**{'Dry run' if dry_run else 'Run'} report**", ""]
+    lines = [headline(reports, failed, dry_run=dry_run), ""]
     if reports:
         lines += [
             "| entity | " + " | ".join(NOTE_COLUMNS) + " |",

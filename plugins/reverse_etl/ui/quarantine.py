@@ -150,8 +150,9 @@ def quarantine(url: str, destination: str, entity: str, run_id: str | None, reve
         from reverse_etl import settings
 
         answer["missing"] = (
-            f"the quarantine file is gone: staging keeps run folders {settings.staging_retention_days():g} "
-            "days (RETL_STAGING_RETENTION_DAYS)"
+            "the api-server cannot read the quarantine file: staging keeps run folders "
+            f"{settings.staging_retention_days():g} days (RETL_STAGING_RETENTION_DAYS), and a local staging "
+            "folder is seen only on its own host (set RETL_STAGING_URL to shared storage when tasks run elsewhere)"
         )
         samples, counted, read = {}, {}, 0
     if not rules:  # a run recorded before the report held the counts: count what was read
