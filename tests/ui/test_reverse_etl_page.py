@@ -184,6 +184,8 @@ def test_the_page_shows_the_ledgers_numbers_to_a_logged_in_user_only(make_ui, sy
     emails = {line["row"]["email"] for line in lines if line["row"].get("email")}
     assert [e for e in emails if e in page.locator("body").text_content()]
     page.uncheck("[data-testid=reveal]")
+    section.locator("[data-testid=quarantine]", has_text="(personal fields masked)").wait_for()
+    page.screenshot(path=tmp_path / "reverse-etl-page-direct.png", full_page=True)
 
     # the record lookup: the first delivered key, as the CLI's `why` tells it
     page.fill("input[name=destination]", "voucherify")
