@@ -26,7 +26,12 @@ class StateStoreUnavailable(SyncError):
 
 
 class RejectedShareExceeded(SyncError):
-    """Too many rows failed the data-quality checks: the upstream is probably broken."""
+    """Too many rows failed the data-quality checks: the upstream is probably broken. Carries the
+    validation's manifest (counts, quarantine) so the failed run is still recorded."""
+
+    def __init__(self, manifest: dict, message: str):
+        super().__init__(message)
+        self.manifest = manifest
 
 
 class VendorError(SyncError):

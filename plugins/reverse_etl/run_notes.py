@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 REPORT_TASK = "report"
 NOTE_KEY = "run_note"  # tasks.NOTE_KEY (not imported: this module is loaded at every Airflow start)
 NOTE_LIMIT = 1000
-OURS = ("**Run report**", "**Dry run report**")
+OURS = ("**Run report", "**Dry run report")  # with or without the totals after it
 
 
 def note_for(dag_run, session) -> str | None:

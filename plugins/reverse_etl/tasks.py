@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
@@ -66,17 +67,56 @@ def run_extract(destination: str, entity: str) -> dict:
 def run_validate(manifest: dict) -> dict:
     from airflow.sdk import get_current_context
 
+    from reverse_etl.errors import RejectedShareExceeded
     from reverse_etl.validate import validate
 
     context = get_current_context()
     params = context["params"]
     skip_unless_selected(params, manifest["entity"])
-    return validate(
-        extract_manifest=manifest,
+    started_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    try:
+        return validate(
+            extract_manifest=manifest,
+            dag_id=context["dag"].dag_id,
+            run_id=context["run_id"],
+            max_rejected_share=float(params.get("max_rejected_share", 0.1)),
+            record_rejections=not params.get("dry_run"),
+        )
+    except RejectedShareExceeded as exc:
+        record_failed_validation(context, exc, started_at)
+        raise
+
+
+def record_failed_validation(context: Any, exc: Any, started_at: dt.datetime) -> None:
+    """A run stopped by its checks is still a run: recorded with its counts and quarantine, so the page,
+    the note and the report show what was rejected and where (no load runs after it)."""
+    from reverse_etl.ledger import Ledger
+
+    manifest = exc.manifest
+    dry_run = bool(context["params"].get("dry_run"))
+    report = {
+        "destination": manifest["destination"],
+        "entity": manifest["entity"],
+        "dry_run": dry_run,
+        "status": "failed",
+        "error": f"{type(exc).__name__}: {exc}",
+        "window": manifest.get("window"),
+        **{name: 0 for name in REPORT_COLUMNS},
+        "extracted": manifest.get("rows", 0),
+        "valid": manifest.get("valid", 0),
+        "rejected": manifest.get("rejected", 0),
+        "quarantine": manifest.get("quarantine_path"),
+        "quarantine_rules": manifest.get("quarantine_rules", []),
+        "seconds": manifest.get("validate_seconds", 0),
+    }
+    Ledger(manifest["destination"], manifest["entity"], context["run_id"]).record_run(
         dag_id=context["dag"].dag_id,
-        run_id=context["run_id"],
-        max_rejected_share=float(params.get("max_rejected_share", 0.1)),
-        record_rejections=not params.get("dry_run"),
+        try_number=getattr(context.get("ti"), "try_number", None),
+        window=manifest.get("window") or {},
+        dry_run=dry_run,
+        status="failed",
+        started_at=started_at,
+        report=report,
     )
 
 
@@ -95,10 +135,24 @@ def _note_cell(report: dict, column: str) -> str:
     return str(report.get(column, ""))
 
 
+def headline(reports: list[dict], failed: list[str], *, dry_run: bool) -> str:
+    """The note's first line, all the Airflow UI shows of a note until it is opened: the run's totals."""
+    total = {name: sum(int(r.get(name) or 0) for r in reports) for name in ("rejected", "failed")}
+    if dry_run:
+        would = sum(int(r.get("to_send") or 0) for r in reports)
+        counts = f"would send {would}, rejected {total['rejected']}"
+    else:
+        sent = sum(int(r.get("sent") or 0) for r in reports)
+        counts = f"sent {sent}, rejected {total['rejected']}, failed {total['failed']}"
+    if failed:
+        counts += f"; {', '.join(failed)} failed"
+    return f"**{'Dry run' if dry_run else 'Run'} report:** {counts}"
+
+
 def format_note(reports: list[dict], failed: list[str], *, dry_run: bool) -> str:
     """The run's summary as a short markdown note (the grid's note box): a table, quarantines, failures.
     Held under Airflow's 1000 characters: the quarantine files collapse to their folder when too long."""
-    lines = [f"**{'Dry run' if dry_run else 'Run'} report**", ""]
+    lines = [headline(reports, failed, dry_run=dry_run), ""]
     if reports:
         lines += [
             "| entity | " + " | ".join(NOTE_COLUMNS) + " |",

@@ -1,7 +1,8 @@
 """Validate: run the sync's Great Expectations suite chunk by chunk and quarantine the rows that fail.
 
 Each failing row goes to ``quarantine.jsonl`` with every expectation it broke and the offending value,
-and into the ledger as ``rejected``; valid rows go to ``valid.parquet``. Two rows with the same key: the
+and into the ledger as ``rejected`` with the rules only (the state store keeps no copy of bad personal data;
+the values stay in the quarantine file); valid rows go to ``valid.parquet``. Two rows with the same key: the
 newer (``_updated_at``, then file order) goes on, the older is quarantined as superseded. If the rejected
 share passes the threshold the task fails, after the quarantine is written, so nothing is lost and a
 broken upstream is noticed. Deleted rows only need a key: they skip the payload checks.
@@ -13,6 +14,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -201,15 +203,25 @@ def _jsonable(value: Any) -> Any:
     return value if isinstance(value, int | float | str | bool) else str(value)
 
 
-def describe(failures: list[dict]) -> str:
-    """One readable line for the ledger: every rule the row broke, with the value."""
-    parts = []
-    for f in failures:
-        label = f.get("rule") or f["expectation"]
-        parts.append(
-            f"{label} on {f['column']}: {json.dumps(f['value'], ensure_ascii=False, default=str)[:120]}"
-        )
-    return "; ".join(parts)
+def rule_label(failure: dict) -> str:
+    """What a broken rule is called on the page and in the ledger: the suite's words and the column."""
+    return f"{failure.get('rule') or failure['expectation']} on {failure['column']}"
+
+
+def describe(failures: list[dict], *, values: bool = True) -> str:
+    """One readable line: every rule the row broke, with the value (quarantine) or without it (ledger)."""
+    if not values:
+        return "; ".join(dict.fromkeys(rule_label(f) for f in failures))
+    return "; ".join(
+        f"{rule_label(f)}: {json.dumps(f['value'], ensure_ascii=False, default=str)[:120]}" for f in failures
+    )
+
+
+def personal_fields(destination: str, entity: str) -> frozenset[str] | None:
+    """The columns the suite's ``meta.personal_fields`` names (``_key`` when the key is personal, e.g. an
+    email); None when the suite does not say, and then every value counts as personal."""
+    declared = load_suite_config(destination, entity).get("meta", {}).get("personal_fields")
+    return frozenset(declared) if isinstance(declared, list) else None
 
 
 def superseded_rows(url: str, key: str = "_key", updated: str = "_updated_at") -> dict[int, str]:
@@ -266,7 +278,14 @@ def validate(
 
     started = time.monotonic()
     destination, entity = extract_manifest["destination"], extract_manifest["entity"]
-    manifest = {**extract_manifest, "valid": 0, "rejected": 0, "valid_path": None, "quarantine_path": None}
+    manifest = {
+        **extract_manifest,
+        "valid": 0,
+        "rejected": 0,
+        "valid_path": None,
+        "quarantine_path": None,
+        "quarantine_rules": [],
+    }
     if not extract_manifest.get("path") or not extract_manifest.get("rows"):
         log.info("%s.%s: nothing extracted, nothing to validate", destination, entity)
         return manifest
@@ -283,6 +302,7 @@ def validate(
     ledger = Ledger(destination, entity, run_id)
     valid_sink = None
     offset = 0
+    broken: Counter[tuple[str, str]] = Counter()  # (rule, column) -> rows that broke it
     with JsonLinesSink(folder / "quarantine.jsonl") as quarantine:
         try:
             for batch in iter_parquet(extract_manifest["path"], chunk_rows):
@@ -320,12 +340,17 @@ def validate(
                 rows = batch.take(pa.array([p - offset for p in positions])).to_pylist() if positions else []
                 for position, row in zip(positions, rows, strict=True):
                     reasons = failures[position]
-                    reason = describe(reasons)
                     quarantine.write(
-                        {"record_key": row["_key"], "reason": reason, "failures": reasons, "row": row}
+                        {
+                            "record_key": row["_key"],
+                            "reason": describe(reasons),
+                            "failures": reasons,
+                            "row": row,
+                        }
                     )
+                    broken.update({(rule_label(f), f["column"]) for f in reasons})
                     if row["_key"] is not None and position not in superseded:
-                        rejected_for_ledger.append((str(row["_key"]), reason))
+                        rejected_for_ledger.append((str(row["_key"]), describe(reasons, values=False)))
                 if rejected_for_ledger and record_rejections:
                     ledger.mark_rejected(rejected_for_ledger)
                 keep = np.ones(len(frame), dtype=bool)
@@ -342,6 +367,9 @@ def validate(
             if valid_sink is not None:
                 valid_sink.close()
         manifest["quarantine_path"] = str(quarantine.path)
+    manifest["quarantine_rules"] = [
+        {"rule": rule, "column": column, "rows": rows} for (rule, column), rows in broken.most_common()
+    ]
     manifest["valid"] = valid_sink.rows if valid_sink else 0
     manifest["valid_path"] = str(valid_sink.path) if valid_sink else None
     manifest["valid_deletes"] = 0
@@ -363,8 +391,9 @@ def validate(
     )
     if share > max_rejected_share:
         raise RejectedShareExceeded(
+            manifest,
             f"{destination}.{entity}: {manifest['rejected']} of {extract_manifest['rows']} rows ({share:.1%}) failed "
             f"the data-quality checks, above the {max_rejected_share:.1%} threshold. They are quarantined in "
-            f"{manifest['quarantine_path']}; fix the upstream, or raise the DAG param 'max_rejected_share'."
+            f"{manifest['quarantine_path']}; fix the upstream, or raise the DAG param 'max_rejected_share'.",
         )
     return manifest

@@ -53,6 +53,27 @@ def test_a_window_that_ends_before_it_starts_fails_the_extract_at_once(harness: 
     assert "**Failed:** products.extract: see its log." in result["note"]
 
 
+def test_too_many_rejected_rows_fail_the_validation_at_once_and_the_run_still_shows_them(harness: Harness):
+    """A broken upstream (here: a threshold below the sample's defect rate) stops the sync at validate,
+    without retry and before any request; the failed run is still recorded with its counts and quarantine,
+    so the page, the note and the report say what was rejected and where."""
+    harness.env.update(RETRIES)
+    conf = {"entities": ["customers"], "max_rejected_share": 0.01}
+    result = harness.run(conf, window=("2026-10-01", "2026-11-01"), expect_success=False)
+    assert_failed_once(result, "customers.validate")
+    assert result["tasks"]["customers.load"] == "upstream_failed"
+    report = result["reports"]["customers"]
+    assert report["status"] == "failed" and report["rejected"] > 0 and report["sent"] == 0
+    assert report["extracted"] == report["valid"] + report["rejected"]
+    assert sum(rule["rows"] for rule in report["quarantine_rules"]) >= report["rejected"]
+    with open(report["quarantine"].removeprefix("file://"), encoding="utf-8") as handle:
+        assert sum(1 for _ in handle) == report["rejected"]
+    assert "max_rejected_share" in report["error"]
+    assert report["quarantine"] in result["note"] or report["quarantine"].rsplit("/", 2)[0] in result["note"]
+    assert "**Failed:** customers.validate: see its log." in result["note"]
+    assert harness.sandbox.requests == []
+
+
 def test_a_wrong_token_a_broken_mapping_and_a_bad_suite_fail_at_once(
     harness: Harness, tmp_path, alert_receivers: AlertReceivers
 ):

@@ -149,7 +149,7 @@ def check_first_and_second_run(harness, expected: Expected) -> None:
 
     # The DAG run's note (the grid's note box) holds the report's numbers and the quarantine files.
     table = note_table(first["note"])
-    assert first["note"].startswith("**Run report**") and len(first["note"]) <= 1000
+    assert first["note"].startswith("**Run report:** sent ") and len(first["note"]) <= 1000
     for entity, r in first["reports"].items():
         deleted = r["deleted"] + r["erased"]
         cols = ("extracted", "valid", "rejected", "sent", "failed", "requests", "throttled", "seconds")
@@ -241,7 +241,7 @@ def test_dry_run_sends_nothing_and_says_what_it_would_send(harness, state_store)
         previews = [json.loads(line) for line in handle]
     assert len(previews) == report["to_send"]
     assert all(p["payload"]["source_id"] == p["key"] for p in previews)
-    assert result["note"].startswith("**Dry run report**")
+    assert result["note"].startswith("**Dry run report:** would send ")
     assert note_table(result["note"])["customers"]["sent"] == f"would send {report['to_send']}"
     # Nothing was planned either: a live run afterwards sends everything.
     live = harness.run({"entities": ["customers"]})

@@ -139,56 +139,48 @@ def kill_everything(proc: subprocess.Popen, tmp_path) -> None:
     proc.wait(timeout=30)
 
 
-def test_make_ui_listens_on_loopback_asks_for_login_and_stops_its_whole_tree(tmp_path):
-    proc, output, port = launch_ui(tmp_path)
-    try:
-        password = output.wait_for(PASSWORD_LINE, STARTUP_SECONDS).group(1)
-        url = f"http://127.0.0.1:{port}"
-        assert (
-            password in (tmp_path / ".airflow" / "simple_auth_manager_passwords.json.generated").read_text()
-        )
+def test_make_ui_listens_on_loopback_and_asks_for_login(make_ui):
+    proc, url, password, home = make_ui.proc, make_ui.url, make_ui.password, make_ui.home
+    assert password in (home / ".airflow" / "simple_auth_manager_passwords.json.generated").read_text()
 
-        # the LocalExecutor forks [core] parallelism workers: max(2, CPUs), not Airflow's default 32
-        expected_workers = max(2, os.cpu_count() or 1)
-        _wait_until(
-            lambda: len(_local_executor_workers(_tree(proc.pid))) >= expected_workers,
-            STARTUP_SECONDS,
-            "the LocalExecutor workers",
-        )
-        assert len(_local_executor_workers(_tree(proc.pid))) == expected_workers
+    # the LocalExecutor forks [core] parallelism workers: max(2, CPUs), not Airflow's default 32
+    expected_workers = max(2, os.cpu_count() or 1)
+    _wait_until(
+        lambda: len(_local_executor_workers(_tree(proc.pid))) >= expected_workers,
+        STARTUP_SECONDS,
+        "the LocalExecutor workers",
+    )
+    assert len(_local_executor_workers(_tree(proc.pid))) == expected_workers
 
-        # every listening socket of the tree (api-server, sandboxes; no scheduler log server) is loopback
-        pids = {member.pid for member in _tree(proc.pid)}
-        listening = [
-            conn.laddr
-            for conn in psutil.net_connections(kind="inet")
-            if conn.status == psutil.CONN_LISTEN and conn.pid in pids
-        ]
-        assert port in {addr.port for addr in listening}
-        assert {addr.ip for addr in listening} == {"127.0.0.1"}, listening
+    # every listening socket of the tree (api-server, sandboxes; no scheduler log server) is loopback
+    pids = {member.pid for member in _tree(proc.pid)}
+    listening = [
+        conn.laddr
+        for conn in psutil.net_connections(kind="inet")
+        if conn.status == psutil.CONN_LISTEN and conn.pid in pids
+    ]
+    assert make_ui.port in {addr.port for addr in listening}
+    assert {addr.ip for addr in listening} == {"127.0.0.1"}, listening
 
-        # no login, no API; a wrong password, no token; the printed one opens it
-        assert requests.get(f"{url}/api/v2/dags", timeout=30).status_code == 401
-        wrong = requests.post(
-            f"{url}/auth/token", json={"username": "admin", "password": password + "x"}, timeout=30
-        )
-        assert wrong.status_code == 401
-        token = requests.post(
-            f"{url}/auth/token", json={"username": "admin", "password": password}, timeout=30
-        )
-        assert token.status_code == 201, token.text
-        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
-        dags = requests.get(f"{url}/api/v2/dags", headers=headers, timeout=30)
-        assert dags.status_code == 200, dags.text
+    # no login, no API; a wrong password, no token; the printed one opens it
+    assert requests.get(f"{url}/api/v2/dags", timeout=30).status_code == 401
+    wrong = requests.post(
+        f"{url}/auth/token", json={"username": "admin", "password": password + "x"}, timeout=30
+    )
+    assert wrong.status_code == 401
+    dags = requests.get(f"{url}/api/v2/dags", headers=make_ui.headers(), timeout=30)
+    assert dags.status_code == 200, dags.text
 
-        # Ctrl-C: the launcher returns 0 and nothing it started (nor their children) survives
-        tree = _tree(proc.pid)
-        assert len(tree) >= 9  # launcher, five sandboxes, api-server, scheduler, dag-processor
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=SHUTDOWN_SECONDS) == 0, "".join(output.lines)
-        _, alive = psutil.wait_procs(tree, timeout=10)
-        assert alive == []
-        assert _started_by(str(tmp_path)) == []
-        assert "stopping Airflow and the sandboxes" in "".join(output.lines)
-    finally:  # after a failure: leave nothing running either
-        kill_everything(proc, tmp_path)
+
+@pytest.mark.stops_ui  # run after every other test that uses the shared make_ui (tests/ui/conftest.py)
+def test_ctrl_c_stops_the_whole_tree(make_ui) -> None:
+    """Ctrl-C: the launcher returns 0 and nothing it started (nor their children) survives."""
+    proc = make_ui.proc
+    tree = _tree(proc.pid)
+    assert len(tree) >= 9  # launcher, five sandboxes, api-server, scheduler, dag-processor
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=SHUTDOWN_SECONDS) == 0, "".join(make_ui.output.lines)
+    _, alive = psutil.wait_procs(tree, timeout=10)
+    assert alive == []
+    assert _started_by(str(make_ui.home)) == []
+    assert "stopping Airflow and the sandboxes" in "".join(make_ui.output.lines)

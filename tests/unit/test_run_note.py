@@ -29,7 +29,8 @@ def report(entity: str, **counts) -> dict:
 
 def test_a_live_run_note_has_one_row_per_entity_and_the_quarantine_files():
     note = format_note([report("customers"), report("orders", rejected=0)], [], dry_run=False)
-    assert note.startswith("**Run report**")
+    # the first line is all the UI shows until the note is opened: the run's totals
+    assert note.startswith("**Run report:** sent 16, rejected 2, failed 0\n")
     table = note_table(note)
     assert table["customers"] == {
         "extracted": "10",
@@ -48,13 +49,14 @@ def test_a_live_run_note_has_one_row_per_entity_and_the_quarantine_files():
 
 def test_a_dry_run_note_says_what_it_would_send_and_delete():
     note = format_note([report("customers", dry_run=True, sent=0, deleted=0)], [], dry_run=True)
-    assert note.startswith("**Dry run report**")
+    assert note.startswith("**Dry run report:** would send 8, rejected 2\n")
     row = note_table(note)["customers"]
     assert row["sent"] == "would send 8" and row["deleted"] == "would delete 3"
 
 
 def test_a_failed_run_note_names_the_failed_tasks():
     note = format_note([report("customers")], ["orders.load"], dry_run=False)
+    assert note.startswith("**Run report:** sent 8, rejected 2, failed 0; orders.load failed\n")
     assert note.endswith("**Failed:** orders.load: see its log.")
     note = format_note([], ["customers.extract", "orders.load"], dry_run=False)
     assert "No load report." in note and note.endswith("customers.extract, orders.load: see their log.")

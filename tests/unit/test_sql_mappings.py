@@ -79,6 +79,22 @@ def test_every_destination_has_its_mappings():
     }
 
 
+def test_every_suite_names_its_personal_fields_among_the_mappings_columns(warehouse, monkeypatch):
+    """The page masks the fields a suite calls personal: a misspelt or stale name would leave the real
+    column unmasked, and a suite that names none has everything masked (no mapping may rely on that)."""
+    from reverse_etl.validate import personal_fields
+
+    monkeypatch.setenv("AIRFLOW_CONN_DUCK", conn_json("duckdb", host=str(warehouse)))
+    duck = WarehouseHook("duck")
+    for destination, entity in MAPPINGS:
+        declared = personal_fields(destination, entity)
+        assert declared is not None, f"{destination}.{entity}: the suite's meta.personal_fields is missing"
+        columns, _ = _select(duck, destination, entity)
+        assert declared <= set(columns), f"{destination}.{entity}: not columns: {declared - set(columns)}"
+        emails = {c for c in columns if "email" in c.lower() and "consent" not in c.lower()}
+        assert emails <= declared, f"{destination}.{entity}: email columns not declared personal: {emails}"
+
+
 @pytest.mark.postgres
 def test_each_mapping_selects_the_same_records_on_duckdb_and_postgresql(
     warehouse, postgres_database, monkeypatch

@@ -4,6 +4,7 @@ ledger, behind Airflow's real auth: the simple auth manager and its JWT, as `mak
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 from fastapi.testclient import TestClient
@@ -190,3 +191,117 @@ def test_airflow_loads_the_plugin():
     views, _ = plugins_manager._get_ui_plugins()
     [view] = [v for v in views if v.get("url_route") == "reverse-etl"]
     assert view["href"] == "/reverse-etl/" and view["destination"] == "nav"
+
+
+@pytest.fixture
+def validated(monkeypatch, state_store, warehouse, tmp_path):
+    """October's Voucherify customers extracted and validated for real (the sample has defects), the run
+    recorded as the load records it: the report names the quarantine file and its rule counts."""
+    from reverse_etl.extract import extract
+    from reverse_etl.validate import validate
+    from reverse_etl.window import Window
+    from sandbox.env import conn_json
+
+    monkeypatch.setenv("AIRFLOW_CONN_RETL_WAREHOUSE", conn_json("duckdb", host=str(warehouse)))
+    monkeypatch.setenv("RETL_STAGING_URL", (tmp_path / "staging").as_uri())
+    window = Window(dt.datetime(2026, 10, 1, tzinfo=dt.UTC), dt.datetime(2026, 11, 1, tzinfo=dt.UTC))
+    extracted = extract(destination="voucherify", entity="customers", window=window, dag_id="d", run_id="r1")
+    manifest = validate(extract_manifest=extracted, dag_id="d", run_id="r1", max_rejected_share=0.9)
+    report = {
+        "extracted": manifest["rows"],
+        "rejected": manifest["rejected"],
+        "quarantine": manifest["quarantine_path"],
+        "quarantine_rules": manifest["quarantine_rules"],
+    }
+    Ledger("voucherify", "customers", "r1").record_run(
+        dag_id="d", try_number=1, window={}, dry_run=False, status="success",
+        started_at=dt.datetime(2026, 11, 1), report=report,
+    )  # fmt: skip
+    with open(manifest["quarantine_path"].removeprefix("file://"), encoding="utf-8") as handle:
+        lines = [json.loads(line) for line in handle]
+    return state_store, manifest, lines
+
+
+@pytest.fixture
+def viewer(auth_on, monkeypatch):
+    """A second user with Airflow's read-only role: may read runs, may not change them."""
+    from airflow.api_fastapi.app import init_auth_manager, purge_cached_app
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin,viewer:viewer")
+    purge_cached_app()
+    manager = init_auth_manager()
+    return lambda: manager.generate_jwt(SimpleAuthManagerUser(username="viewer", role="viewer"))
+
+
+def _personal_values(lines: list[dict]) -> set[str]:
+    from reverse_etl.validate import personal_fields
+
+    personal = personal_fields("voucherify", "customers")
+    return {
+        str(value)
+        for line in lines
+        for column, value in line["row"].items()
+        if column in personal and value is not None and len(str(value)) > 3
+    }
+
+
+def test_quarantine_rules_counts_and_masked_samples(validated, auth_on, viewer):
+    from reverse_etl.ui.api import create_app
+
+    path, manifest, lines = validated
+    client = TestClient(create_app(f"sqlite:///{path}"))
+    for token in (auth_on(), viewer()):  # readers see it masked
+        answer = client.get("/api/quarantine/voucherify/customers", cookies={"_token": token})
+        assert answer.status_code == 200, answer.text
+        found = answer.json()
+        assert found["run_id"] == "r1" and found["rejected"] == manifest["rejected"] == len(lines)
+        assert found["location"] == manifest["quarantine_path"] and found["masked"]
+        counted = {}
+        for line in lines:
+            for failure in {(f.get("rule") or f["expectation"], f["column"]) for f in line["failures"]}:
+                counted[f"{failure[0]} on {failure[1]}"] = counted.get(f"{failure[0]} on {failure[1]}", 0) + 1
+        assert {r["rule"]: r["rows"] for r in found["rules"]} == counted  # every row of the file, by rule
+        assert all(1 <= len(r["samples"]) <= 3 for r in found["rules"])
+        shown = answer.text
+        leaked = [value for value in _personal_values(lines) if value in shown]
+        assert not leaked, leaked
+        country = next(r for r in found["rules"] if r["column"] == "address__country")
+        raw = {line["row"]["address__country"] for line in lines}
+        assert all(s["value"] in raw for s in country["samples"])  # not personal: shown as it is
+        email = next(r for r in found["rules"] if r["column"] == "email")
+        assert all("***" in s["value"] for s in email["samples"] if s["value"])
+
+    plain = client.get("/api/quarantine/voucherify/customers/unmasked", cookies={"_token": auth_on()})
+    assert plain.status_code == 200 and not plain.json()["masked"]
+    email = next(r for r in plain.json()["rules"] if r["column"] == "email")
+    assert {s["value"] for s in email["samples"]} <= {line["row"]["email"] for line in lines}
+    refused = client.get("/api/quarantine/voucherify/customers/unmasked", cookies={"_token": viewer()})
+    assert refused.status_code == 403 and "@" not in refused.text
+
+
+def test_the_ledger_keeps_the_rules_not_the_values(validated):
+    from reverse_etl.ledger import record_history
+
+    _, _, lines = validated
+    rejected = [line for line in lines if line["failures"][0]["rule"] and "superseded" not in line["reason"]]
+    for line in rejected[:20]:
+        error = record_history("voucherify", "customers", str(line["record_key"]))["current"]["error"]
+        assert line["failures"][0]["rule"] in error
+        values = [
+            str(f["value"]) for f in line["failures"] if f["value"] is not None and len(str(f["value"])) > 3
+        ]
+        assert not [v for v in values if v in error], error
+
+
+def test_failing_now_masks_emails_in_vendor_messages(state_store, auth_on):
+    _load(
+        "manual__9", sent=[], refused={"8": "422 contact anna.kowalska@example.com is blocked"}, rejected={}
+    )
+    from reverse_etl.ui.api import create_app
+
+    client = TestClient(create_app(f"sqlite:///{state_store}"))
+    [group] = client.get("/api/failures/voucherify/customers", cookies={"_token": auth_on()}).json()
+    assert group["message"] == "422 contact a***@example.com is blocked" and group["keys"] == ["8"]
+    [group] = client.get("/api/failures/voucherify/customers/unmasked", cookies={"_token": auth_on()}).json()
+    assert "anna.kowalska@example.com" in group["message"]

@@ -181,6 +181,7 @@ class SyncLoadOperator(BaseOperator):
                 **counts,
                 **hook.stats.as_dict(),
                 "quarantine": manifest.get("quarantine_path"),
+                "quarantine_rules": manifest.get("quarantine_rules", []),
                 "seconds": round(time.monotonic() - started, 3),
             }
             # Kept even when the load fails: what was delivered before the failure stays visible.

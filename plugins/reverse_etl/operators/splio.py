@@ -122,6 +122,7 @@ class SplioReferralUploadOperator(BaseOperator):
             "folded_line_breaks": 0,
             "neutralised_formulas": 0,
             "quarantine": manifest.get("quarantine_path"),
+            "quarantine_rules": manifest.get("quarantine_rules", []),
         }
         ledger = Ledger(self.destination, self.entity, context["run_id"])
         try:

@@ -7,12 +7,14 @@ routes, which answer 401 without a login and 403 to a user who may not read DAG 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse
 
 PAGE = Path(__file__).with_name("page.html")
+log = logging.getLogger(__name__)
 
 
 def _read_runs():
@@ -23,10 +25,21 @@ def _read_runs():
     return requires_access_dag(method="GET", access_entity=DagAccessEntity.RUN)
 
 
+def _edit_runs():
+    """Who may see the quarantine's personal fields unmasked: users who may change DAG runs (Airflow's Op
+    and Admin roles), not every reader."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+    from airflow.api_fastapi.core_api.security import requires_access_dag
+
+    return requires_access_dag(method="PUT", access_entity=DagAccessEntity.RUN)
+
+
 def create_app(url: str | None = None) -> FastAPI:
     """The app; ``url`` is the state store's SQLAlchemy URL (default: the ``retl_state`` connection)."""
+    from airflow.api_fastapi.core_api.security import get_user
+
     from reverse_etl.errors import SyncError
-    from reverse_etl.ui import queries
+    from reverse_etl.ui import quarantine, queries
 
     resolved: list[str] = [url] if url else []
 
@@ -46,6 +59,8 @@ def create_app(url: str | None = None) -> FastAPI:
     app = FastAPI(title="Reverse ETL", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.read_runs = _read_runs()  # named, so a benchmark can time the queries without a login
     guarded = [Depends(app.state.read_runs)]
+    revealing = [Depends(app.state.read_runs), Depends(_edit_runs())]
+    current_user = Depends(get_user)
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
@@ -66,10 +81,35 @@ def create_app(url: str | None = None) -> FastAPI:
         """Records failing now, grouped by the vendor's (or the checks') message, with a few keys each."""
         return answer(queries.failures, destination, entity, groups)
 
+    @app.get("/api/failures/{destination}/{entity}/unmasked", dependencies=revealing)
+    def failures_unmasked(destination: str, entity: str, groups: int = Query(20, ge=1, le=200)) -> list[dict]:
+        """The same with personal keys and messages as they are, for users who may change runs."""
+        return answer(queries.failures, destination, entity, groups, True)
+
     @app.get("/api/budget", dependencies=guarded)
     def budget(minutes: int = Query(360, ge=1, le=10080)) -> list[dict]:
         """Each vendor account's rate budget: its limit per minute, its latest ``minutes`` minutes with
         traffic (requests and 429s each, oldest first), the peak minute and the share of the limit used."""
         return answer(queries.budget, minutes)
+
+    @app.get("/api/quarantine/{destination}/{entity}", dependencies=guarded)
+    def quarantined(destination: str, entity: str, run_id: str | None = None) -> dict:
+        """The latest (or the named) run's quarantine: rules, counts, sample rows with personal fields masked."""
+        return answer(quarantine.quarantine, destination, entity, run_id, False)
+
+    @app.get("/api/quarantine/{destination}/{entity}/unmasked", dependencies=revealing)
+    def quarantined_unmasked(
+        destination: str, entity: str, run_id: str | None = None, user=current_user
+    ) -> dict:
+        """The same with personal fields as they are, for users who may change runs; each look is logged."""
+        found = answer(quarantine.quarantine, destination, entity, run_id, True)
+        log.warning(
+            "reverse-etl page: user %r looked at the unmasked quarantine of %s.%s, run %s",
+            user.get_name(),
+            destination,
+            entity,
+            found.get("run_id"),
+        )
+        return found
 
     return app

@@ -69,8 +69,12 @@ def record(url: str, destination: str, entity: str, key: str) -> dict:
     return {"destination": destination, "entity": entity, "key": key, **history}
 
 
-def failures(url: str, destination: str, entity: str, groups: int) -> list[dict]:
-    """Records failing now (refused by the vendor or rejected by the checks), grouped by message."""
+def failures(url: str, destination: str, entity: str, groups: int, reveal: bool = False) -> list[dict]:
+    """Records failing now (refused by the vendor or rejected by the checks), grouped by message; keys that
+    are personal (an email) and emails quoted in vendor messages masked unless ``reveal``."""
+    from reverse_etl.ui.quarantine import mask_emails, masker
+
+    masked = masker(destination, entity, reveal)
     engine, ledger, _, _, _ = open_store(url)
     scope = (
         (ledger.c.destination == destination)
@@ -95,7 +99,14 @@ def failures(url: str, destination: str, entity: str, groups: int) -> list[dict]
                 .order_by(ledger.c.record_key)
                 .limit(SAMPLE_KEYS)
             ).scalars()
-            found.append({"status": status, "message": error, "records": records, "keys": list(keys)})
+            found.append(
+                {
+                    "status": status,
+                    "message": error if reveal else mask_emails(error),
+                    "records": records,
+                    "keys": [masked.key(k) for k in keys],
+                }
+            )
     return found
 
 
