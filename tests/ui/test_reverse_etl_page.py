@@ -187,6 +187,22 @@ def test_the_page_shows_the_ledgers_numbers_to_a_logged_in_user_only(make_ui, sy
     section.locator("[data-testid=quarantine]", has_text="(personal fields masked)").wait_for()
     page.screenshot(path=tmp_path / "reverse-etl-page-direct.png", full_page=True)
 
+    # the rate budget per vendor account and minute: what the transport counted into the store
+    account = "voucherify_voucherify_default"
+    with contextlib.closing(sqlite3.connect(home / ".airflow" / "retl" / "state.db")) as db:
+        requests_sent, throttled, minutes = db.execute(
+            "SELECT sum(requests), sum(throttled), count(*) FROM sync_request_minutes WHERE account = ?",
+            (account,),
+        ).fetchone()
+    assert requests_sent >= report["requests"] > 0
+    budget = page.locator(f"[data-testid=budget-accounts] tr[data-account='{account}']")
+    assert budget.locator("td[data-count=requests]").text_content() == str(requests_sent)
+    assert budget.locator("td[data-count=throttled]").text_content() == str(throttled)
+    assert budget.locator("td[data-count=limit_per_minute]").text_content() == "100"
+    bars = page.locator(f"svg[data-testid=minutes][data-account='{account}'] rect[data-minute]")
+    assert bars.count() == minutes
+    assert sum(int(b.get_attribute("data-requests")) for b in bars.all()) == requests_sent
+
     # the record lookup: the first delivered key, as the CLI's `why` tells it
     page.fill("input[name=destination]", "voucherify")
     page.fill("input[name=entity]", "customers")
