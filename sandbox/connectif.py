@@ -5,7 +5,7 @@ Why: our Connectif client must be tested against something that behaves like the
 the custom error codes (E0101/E0102/E0103/E0201/E0301/E0401), 100 requests/minute per account with
 ``X-RateLimit-*`` headers and no ``Retry-After``, contact/product upserts, purchases that need their
 contact and products first, multipart CSV imports and exports that run in the background - without
-touching a real account.  Sources: the README's Connectif section and the Connectif API
+touching a real account.  Sources: docs/destinations/connectif.md and the Connectif API
 reference pages (api-docs.connectif.cloud: create-import, import / importlist resources,
 create-export, export / exportlist resources, custom-error-codes, patch-contact, patchsert-product,
 post-purchase).
@@ -15,7 +15,7 @@ Where the docs say nothing the behaviour is a constructor option (also settable 
 plausible* reading so that a client passing here should pass against the real API.  The UNKNOWN
 points are listed in the class docstring.
 
-Exports: vendor-apis.md does not give their paths, but the reference does: ``POST /exports/`` with
+Exports: their paths come from Connectif's API reference (create-export): ``POST /exports/`` with
 ``{"exportType": "contacts"|"activities", "delimiter", "dateFormat", "filters"?, "version"?}`` and
 ``GET /exports/{id}``.  The collection path is the constructor option ``export_path="/exports/"`` (not
 changeable at runtime) so a client with configurable paths can be tested; ``export_contract="simple"``

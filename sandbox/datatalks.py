@@ -3,7 +3,7 @@
 Why: the SALESmanago destination must be tested against something that checks what Data Talks checks -
 an AWS Signature Version 4 (service ``execute-api``) recomputed for real from the request with the test
 secret, the ``group_key`` in every body, the flat ``data`` objects, the event types and product limits -
-and answers the way API Gateway and Data Talks do. Sources: the README's SALESmanago section
+and answers the way API Gateway and Data Talks do. Sources: docs/destinations/salesmanago.md
 (from the Data Talks integration pages, authentication and "using the API" pages).
 
 - Auth: ``Authorization: AWS4-HMAC-SHA256 Credential=<key>/<date>/<region>/execute-api/aws4_request,

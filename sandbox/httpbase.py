@@ -1,6 +1,6 @@
 """Generic building blocks for local vendor API sandboxes.
 
-Every vendor sandbox (Voucherify now; Connectif, Salesfire, Data Talks later) needs the same plumbing so
+Every HTTP vendor sandbox (Voucherify, Connectif, Salesfire, Data Talks) needs the same plumbing so
 that our clients can be tested against real HTTP instead of mocks: a threaded stdlib server, routing,
 recording of every API request, a sliding-window rate limiter, fault injection and ``/_sandbox/*``
 control endpoints.  This module holds that plumbing; a vendor subclass of :class:`SandboxServer` only

@@ -2,8 +2,8 @@
 
 Why: our Salesfire client must be tested against something that behaves like the real API - one signed
 ``POST /client/{site}/customers/{list}`` per customer, the documented field rules, upserts into the list
-- without touching a real Salesfire account.  Source: the README's Salesfire section (help.salesfire.co.uk).  The
-public docs leave a lot UNKNOWN (status codes, body shapes, bulk, rate limits, update semantics); each of
+- without touching a real Salesfire account.  Source: docs/destinations/salesfire.md
+(help.salesfire.co.uk).  The public docs leave a lot UNKNOWN (status codes, body shapes, bulk, rate limits, update semantics); each of
 those is a constructor option (also settable at runtime with :meth:`SalesfireSandbox.configure` or
 ``POST /_sandbox/config``) whose default is the *strictest plausible* reading, so a client that passes
 here should pass against the real API.  The UNKNOWN / INFERRED points are listed in the class docstring.

@@ -1,7 +1,7 @@
 """Engine settings: connection ids and folders, read from the environment with embedded defaults.
 
-Everything a deployment may change is an environment variable documented in the README, so that the DAG
-files stay free of configuration.
+Everything a deployment may change is an environment variable documented in docs/configuration.md, so
+that the DAG files stay free of configuration.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ _ENGINES_LOCK = threading.Lock()
 LOST_ADVICE = (
     "Nothing was sent. If this deployment is new, create the store with `{init}`. If the store was lost, "
     "create a new one with `{init}`, then run `python -m reverse_etl.cli reconcile DESTINATION ENTITY` "
-    "for each sync before the next live run (README, 'Recovering a lost state store'): without it every "
-    "record would be sent again."
+    "for each sync before the next live run (docs/operations.md, 'Recovering a lost state store'): without "
+    "it every record would be sent again."
 )
 
 
@@ -128,7 +128,7 @@ def state_store_url(conn_id: str | None = None) -> str:
     except Exception as exc:
         raise ConfigError(
             f"State store connection '{conn_id}' is not defined. Set AIRFLOW_CONN_{conn_id.upper()} "
-            "(a SQLite file or a PostgreSQL database; see README, 'Connections')."
+            "(a SQLite file or a PostgreSQL database; see docs/configuration.md)."
         ) from exc
     if conn.conn_type == "sqlite":
         path = conn.host or conn.extra_dejson.get("path")

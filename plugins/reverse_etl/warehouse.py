@@ -48,7 +48,7 @@ class WarehouseHook(BaseHook):
             except Exception as exc:  # Airflow raises its own not-found type, which varies by version
                 raise ConfigError(
                     f"Warehouse connection '{self.warehouse_conn_id}' is not defined. Create it in the UI or "
-                    f"set AIRFLOW_CONN_{self.warehouse_conn_id.upper()} (see README, 'Connections')."
+                    f"set AIRFLOW_CONN_{self.warehouse_conn_id.upper()} (see docs/configuration.md)."
                 ) from exc
             if self._conn.conn_type not in SUPPORTED:
                 raise ConfigError(

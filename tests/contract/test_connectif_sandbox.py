@@ -4,7 +4,7 @@ Why: the pipeline's Connectif client is tested against this sandbox, so the sand
 what Connectif documents (apiKey auth, ``{status, title, detail, code}`` errors, the E0xxx codes,
 ``X-RateLimit-*`` without ``Retry-After``, upserts, purchases needing their contact and products,
 multipart CSV imports, exports) and to the defaults we chose where the docs say nothing, or those
-client tests prove nothing.  Source: the README's Connectif section and the Connectif reference.
+client tests prove nothing.  Source: docs/destinations/connectif.md and the Connectif reference.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Why: the pipeline's Salesfire client is tested against this sandbox, so the sandbox must keep to what
 Salesfire documents (signature over the exact body bytes with the list's secret, the field rules, one
 customer per request, upserts into the list) and to the defaults we chose where the docs say nothing,
-or those client tests prove nothing.  Source: the README's Salesfire section.
+or those client tests prove nothing.  Source: docs/destinations/salesfire.md.
 """
 
 from __future__ import annotations

@@ -225,7 +225,7 @@ def test_the_page_shows_the_ledgers_numbers_to_a_logged_in_user_only(make_ui, sy
     frame = page.frame_locator("iframe").first
     frame.locator(f"tr[data-run-id='{run_id}']").wait_for()
     page.screenshot(path=tmp_path / "reverse-etl-page.png", full_page=True)
-    if target := os.environ.get("RETL_SCREENSHOT"):  # to refresh the README's picture
+    if target := os.environ.get("RETL_SCREENSHOT"):  # to refresh the picture in docs/ui.md
         shutil.copy(tmp_path / "reverse-etl-page.png", target)
 
 

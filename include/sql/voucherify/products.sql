@@ -1,5 +1,5 @@
 -- Voucherify products changed in the window; price in minor units as Voucherify expects.
--- Optional metadata that is blank ('' or spaces) is not sent: NULL means "not given" (see README).
+-- Optional metadata that is blank ('' or spaces) is not sent: NULL means "not given" (see docs/mapping.md).
 SELECT
     product_id                 AS _key,
     deleted_at IS NOT NULL     AS _deleted,

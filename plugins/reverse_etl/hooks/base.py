@@ -90,7 +90,7 @@ class VendorHttpHook(BaseHook):
             except Exception as exc:
                 raise ConfigError(
                     f"{self.vendor} connection '{self.vendor_conn_id}' is not defined. Create it in the Airflow "
-                    f"UI or set AIRFLOW_CONN_{self.vendor_conn_id.upper()} (see README, 'Connections')."
+                    f"UI or set AIRFLOW_CONN_{self.vendor_conn_id.upper()} (see docs/configuration.md)."
                 ) from exc
         return self._connection
 
