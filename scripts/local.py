@@ -73,23 +73,12 @@ def free_port() -> int:
 
 @dataclass
 class Sandboxes:
-    """The five sandboxes as processes: ``urls`` of the HTTP ones by name, ``sftp`` the Splio SFTP
-    connection's fields."""
+    """The sandboxes as processes (stopped with ``procs.stop``): ``urls`` of the HTTP ones by name,
+    ``sftp`` the Splio SFTP connection's fields."""
 
     procs: list[subprocess.Popen] = field(default_factory=list)
     urls: dict[str, str] = field(default_factory=dict)
     sftp: dict = field(default_factory=dict)
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def sandbox_args(name: str, limit: int, window: float) -> list[str]:
