@@ -1,4 +1,5 @@
-# The two commands: `make demo` (set up, run voucherify_sync on the sample warehouse, print the report)
+# The two commands: `make demo` (set up, run the five DAGs on the sample warehouse against their sandboxes,
+# print one report)
 # and `make test` (set up, run the whole test suite). Everything lands in .venv/, data/ and .airflow/.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)

@@ -21,14 +21,13 @@ Exports: their paths come from Connectif's API reference (create-export): ``POST
 changeable at runtime) so a client with configurable paths can be tested; ``export_contract="simple"``
 switches to the simpler ``{"type": "contacts"|"products"|"purchases"|"activities"}`` body.
 
-Run it: ``python -m sandbox.connectif --port 8011 --limit 100 --window 60``; in tests use
-``ConnectifSandbox(port=0)`` as a context manager.  Generic plumbing (recording, limiter, faults,
-``/_sandbox/*`` control endpoints) lives in :mod:`sandbox.httpbase`.
+Run it: ``python -m sandbox.connectif --port 8012 --limit 100 --window 60`` (``--help`` lists every
+knob); in tests use ``ConnectifSandbox(port=0)`` as a context manager.  Generic plumbing (recording,
+limiter, faults, ``/_sandbox/*`` control endpoints) lives in :mod:`sandbox.httpbase`.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import csv
 import hmac
@@ -1920,28 +1919,45 @@ def _date_cell(value: Any, fmt: str) -> Any:
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: run the sandbox in the foreground until SIGTERM/SIGINT."""
-    p = argparse.ArgumentParser(prog="python -m sandbox.connectif", description=__doc__.splitlines()[0])
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8011)
-    p.add_argument("--limit", type=int, default=100, help="requests per window (default 100)")
-    p.add_argument("--window", type=float, default=60.0, help="window in seconds (default 60)")
-    p.add_argument("--key-id", default=DEFAULT_KEY_ID)
-    p.add_argument("--key-secret", default=DEFAULT_KEY_SECRET)
+    from sandbox.env import sandbox_parser
+
+    p = sandbox_parser("connectif", __doc__.splitlines()[0])
+    p.add_argument("--limit", type=int, default=100, help="requests allowed per window, per account")
+    p.add_argument("--window", type=float, default=60.0, help="the limit's sliding window, in seconds")
+    p.add_argument("--key-id", default=DEFAULT_KEY_ID, help="the API key id it accepts")
+    p.add_argument("--key-secret", default=DEFAULT_KEY_SECRET, help="the API key secret it accepts")
     p.add_argument(
         "--async-delay", type=float, default=0.05, help="seconds an import/export stays in each state"
     )
-    p.add_argument("--export-path", default="/exports/")
-    p.add_argument("--export-contract", choices=("documented", "simple"), default="documented")
+    p.add_argument("--export-path", default="/exports/", help="path of the exports collection")
+    p.add_argument(
+        "--export-contract",
+        choices=("documented", "simple"),
+        default="documented",
+        help="the export request body it expects",
+    )
     p.add_argument(
         "--allowed-domain",
         dest="allowed_domains",
         action="append",
         metavar="ORIGIN",
-        help="authorised domain (repeatable; default: URLs not checked)",
+        help="authorised domain, repeatable (unset: URLs not checked)",
     )
-    p.add_argument("--duplicate-purchase", choices=("accept", "reject", "replace"), default="accept")
-    p.add_argument("--max-import-bytes", type=int, default=MAX_IMPORT_BYTES)
-    p.add_argument("--file-url-auth", choices=("forbidden", "none", "apiKey"), default="forbidden")
+    p.add_argument(
+        "--duplicate-purchase",
+        choices=("accept", "reject", "replace"),
+        default="accept",
+        help="what a second POST of a purchaseId gets",
+    )
+    p.add_argument(
+        "--max-import-bytes", type=int, default=MAX_IMPORT_BYTES, help="largest import file (413 beyond)"
+    )
+    p.add_argument(
+        "--file-url-auth",
+        choices=("forbidden", "none", "apiKey"),
+        default="forbidden",
+        help="what an Authorization header on a pre-signed file URL gets",
+    )
     p.add_argument("--verbose", action="store_true", help="log one line per request to stderr")
     args = p.parse_args(argv)
     try:

@@ -35,12 +35,11 @@ and answers the way API Gateway and Data Talks do. Sources: docs/destinations/sa
 - Rate limit: API Gateway throttling, INFERRED: 429 ``{"message": "Too Many Requests"}`` past ``limit``
   per ``window_seconds``. Faults (5xx, 504, drops, slow answers) as every sandbox has them.
 
-Run it: ``python -m sandbox.datatalks --port 8014``.
+Run it: ``python -m sandbox.datatalks --port 8014`` (``--help`` lists every knob).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import datetime as dt
 import hashlib
@@ -479,13 +478,43 @@ class DataTalksSandbox(SandboxServer):
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m sandbox.datatalks", description=__doc__.splitlines()[0])
-    p.add_argument("--port", type=int, default=8014)
-    p.add_argument("--limit", type=int, default=100)
-    p.add_argument("--window", type=float, default=60.0)
+    """CLI: run the sandbox in the foreground until SIGTERM/SIGINT."""
+    from sandbox.env import sandbox_parser
+
+    p = sandbox_parser("datatalks", __doc__.splitlines()[0])
+    p.add_argument("--limit", type=int, default=100, help="requests allowed per window (429 beyond)")
+    p.add_argument("--window", type=float, default=60.0, help="the limit's sliding window, in seconds")
+    p.add_argument("--access-key", default=ACCESS_KEY, help="the AWS access key id it accepts")
+    p.add_argument("--secret-key", default=SECRET_KEY, help="the secret it checks SigV4 signatures with")
+    p.add_argument("--region", default=REGION, help="the signing region it expects")
+    p.add_argument(
+        "--group-key",
+        dest="group_keys",
+        action="append",
+        metavar="KEY",
+        help=f"an accepted group_key, repeatable (unset: {GROUP_KEY})",
+    )
+    p.add_argument("--max-skew-seconds", type=float, default=300.0, help="how far X-Amz-Date may be from now")
+    p.add_argument("--max-products", type=int, default=100, help="most products in one POST /v1/products")
+    p.add_argument("--verbose", action="store_true", help="log one line per request to stderr")
     args = p.parse_args(argv)
-    DataTalksSandbox(port=args.port, limit=args.limit, window_seconds=args.window).serve_until_signalled(
-        f"Data Talks sandbox on {{url}} access key {ACCESS_KEY}, group_key {GROUP_KEY}, region {REGION}"
+    sandbox = DataTalksSandbox(
+        args.host,
+        args.port,
+        limit=args.limit,
+        window_seconds=args.window,
+        access_key=args.access_key,
+        secret_key=args.secret_key,
+        region=args.region,
+        group_keys=tuple(args.group_keys or (GROUP_KEY,)),
+        max_skew_seconds=args.max_skew_seconds,
+        max_products=args.max_products,
+        verbose=args.verbose,
+    )
+    groups = ", ".join(sandbox.options["group_keys"])
+    sandbox.serve_until_signalled(
+        f"Data Talks sandbox on {{url}} access key {args.access_key}, group_key {groups}, "
+        f"region {args.region}, limit={args.limit}/{args.window:g}s"
     )
 
 

@@ -6,6 +6,7 @@ Everything is an environment variable, as in a real deployment: Airflow's own se
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -17,6 +18,49 @@ SANDBOX_APP_TOKEN = "sandbox-app-token"
 SALESFIRE_SITE = "site-1"
 CONNECTIF_KEY_ID, CONNECTIF_KEY_SECRET = "sandbox-key", "sandbox-secret"
 SALESFIRE_LISTS = {"customers-uk": "sandbox-secret-uk", "customers-eu": "sandbox-secret-eu"}
+# Default ports of `python -m sandbox.NAME` and of `make ui`: the first sandbox's port, the others next.
+FIRST_SANDBOX_PORT = 8010
+SANDBOXES = ("voucherify", "salesfire", "connectif", "sftp", "datatalks")
+PORT_ENV = "RETL_SANDBOX_PORT"
+
+
+def sandbox_port(name: str) -> int:
+    """The port ``name`` listens on unless told otherwise: ``RETL_SANDBOX_PORT`` (8010) plus its place in
+    SANDBOXES, so the sandboxes started by hand are where ``make ui`` wires its connections."""
+    first = os.environ.get(PORT_ENV) or FIRST_SANDBOX_PORT
+    try:
+        first = int(first)
+    except ValueError:
+        raise SystemExit(f"{PORT_ENV}={first!r} is not a port number: unset it or give e.g. 8010") from None
+    return first + SANDBOXES.index(name)
+
+
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each knob's default, except the unset ones and flags."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def sandbox_parser(name: str, description: str) -> argparse.ArgumentParser:
+    """The CLI every sandbox shares: ``python -m sandbox.NAME [--host H] [--port P] [knobs]``, each knob's
+    default shown by ``--help``."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m sandbox.{name}",
+        description=description,
+        formatter_class=_HelpWithDefaults,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    offset = SANDBOXES.index(name)
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=sandbox_port(name),
+        help=f"port to listen on, 0 for any free one; {PORT_ENV} + {offset}, where make ui puts it",
+    )
+    return parser
 
 
 def conn_json(conn_type: str, **fields: object) -> str:

@@ -8,14 +8,13 @@ those is a constructor option (also settable at runtime with :meth:`SalesfireSan
 ``POST /_sandbox/config``) whose default is the *strictest plausible* reading, so a client that passes
 here should pass against the real API.  The UNKNOWN / INFERRED points are listed in the class docstring.
 
-Run it: ``python -m sandbox.salesfire --port 8012 --list site-1/list-a=secret-a --list
-site-1/list-b=secret-b``; in tests use ``SalesfireSandbox(port=0, lists={...})`` as a context manager.
+Run it: ``python -m sandbox.salesfire --port 8011 --list site-1/list-a=secret-a --list
+site-1/list-b=secret-b`` (``--help`` lists every knob); in tests use ``SalesfireSandbox(port=0, lists={...})`` as a context manager.
 Generic plumbing (recording, limiter, faults, ``/_sandbox/*``) lives in :mod:`sandbox.httpbase`.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import copy
 import datetime as dt
@@ -644,25 +643,42 @@ class SalesfireSandbox(SandboxServer):
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: run the sandbox in the foreground until SIGTERM/SIGINT."""
-    p = argparse.ArgumentParser(prog="python -m sandbox.salesfire", description=__doc__.splitlines()[0])
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8012)
+    from sandbox.env import sandbox_parser
+
+    p = sandbox_parser("salesfire", __doc__.splitlines()[0])
     p.add_argument(
         "--list",
         dest="lists",
         action="append",
         metavar="SITE/LIST=SECRET",
-        help="a customer list and its secret (repeatable; default site-1/list-a=secret-a)",
+        help="a customer list and its secret, repeatable (unset: site-1/list-a=secret-a)",
     )
-    p.add_argument("--limit", type=int, default=None, help="requests per window (default: unlimited)")
-    p.add_argument("--window", type=float, default=60.0, help="window in seconds (default 60)")
-    p.add_argument("--signature-encoding", choices=SIGNATURE_ENCODINGS, default="hex")
-    p.add_argument("--accept-uppercase-hex", action="store_true")
-    p.add_argument("--auth-failure-status", type=int, default=401)
-    p.add_argument("--validation-status", type=int, default=422)
-    p.add_argument("--array-body-status", type=int, default=422)
-    p.add_argument("--unknown-fields", choices=("ignore", "reject"), default="reject")
-    p.add_argument("--update-semantics", choices=UPDATE_SEMANTICS, default="documented")
+    p.add_argument("--limit", type=int, default=None, help="requests allowed per window (unset: no limit)")
+    p.add_argument("--window", type=float, default=60.0, help="the limit's sliding window, in seconds")
+    p.add_argument(
+        "--signature-encoding",
+        choices=SIGNATURE_ENCODINGS,
+        default="hex",
+        help="how X-Signature encodes the HMAC-SHA-256",
+    )
+    p.add_argument("--accept-uppercase-hex", action="store_true", help="accept uppercase hex signatures")
+    p.add_argument(
+        "--auth-failure-status", type=int, default=401, help="status of a missing or wrong signature"
+    )
+    p.add_argument("--validation-status", type=int, default=422, help="status of a body that breaks a rule")
+    p.add_argument("--array-body-status", type=int, default=422, help="status of a JSON array body (bulk)")
+    p.add_argument(
+        "--unknown-fields",
+        choices=("ignore", "reject"),
+        default="reject",
+        help="what an undocumented top-level field gets",
+    )
+    p.add_argument(
+        "--update-semantics",
+        choices=UPDATE_SEMANTICS,
+        default="documented",
+        help="what update_existing does to an existing profile (see SalesfireSandbox)",
+    )
     p.add_argument("--verbose", action="store_true", help="log one line per request to stderr")
     args = p.parse_args(argv)
     try:

@@ -20,12 +20,12 @@ project manager, files picked up on a schedule); what any SFTP server does, this
   (a missing mandatory column, for instance); which line-level faults skip a whole file is not published,
   so the sandbox refuses the whole file for any fault (the strict reading).
 
-Run it: ``python -m sandbox.sftp --root /tmp/splio --port 2222`` prints the connection extras.
+Run it: ``python -m sandbox.sftp --root /tmp/splio --port 8013`` prints the connection's fields as JSON
+(``--help`` lists every knob).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import codecs
 import csv
@@ -186,9 +186,10 @@ class _Files(asyncssh.SFTPServer):
 class SFTPSandbox:
     """``with SFTPSandbox(root) as sftp:`` serves ``root`` on ``127.0.0.1:sftp.port``."""
 
-    def __init__(self, root: str | Path, port: int = 0, username: str = "splio"):
+    def __init__(self, root: str | Path, port: int = 0, username: str = "splio", host: str = "127.0.0.1"):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.host = host
         self.port = port
         self.username = username
         self.host_key = asyncssh.generate_private_key("ssh-ed25519")
@@ -222,7 +223,7 @@ class SFTPSandbox:
         """The ``sftp`` connection's fields (``sandbox.env.connections_env(splio_sftp=...)``); ``more``
         goes to its extras."""
         return {
-            "host": "127.0.0.1",
+            "host": "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host,
             "port": self.port,
             "login": self.username,
             "extra": self.connection_extra(**more),
@@ -265,7 +266,7 @@ class SFTPSandbox:
     # --- lifecycle --------------------------------------------------------------------------------------
     async def _listen(self) -> None:
         self._server = await asyncssh.listen(
-            "127.0.0.1",
+            self.host,
             self.port,
             server_host_keys=[self.host_key],
             server_factory=lambda: _Auth(self),
@@ -300,14 +301,30 @@ class SFTPSandbox:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sandbox.sftp", description=__doc__.splitlines()[0])
-    parser.add_argument("--root", required=True)
-    parser.add_argument("--port", type=int, default=2222)
-    parser.add_argument("--username", default="splio")
+    """CLI: serve until SIGTERM/SIGINT; the first line on stdout is the connection's fields (JSON), the
+    second says the same for people."""
+    import signal
+    import tempfile
+
+    from sandbox.env import sandbox_parser
+
+    parser = sandbox_parser("sftp", __doc__.splitlines()[0])
+    parser.add_argument("--root", help="the folder it serves (unset: a new temporary folder)")
+    parser.add_argument("--username", default="splio", help="the login it accepts")
     args = parser.parse_args(argv)
-    with SFTPSandbox(args.root, args.port, args.username) as sandbox:
+    root = args.root or tempfile.mkdtemp(prefix="splio-sftp-")
+    received: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
+    with SFTPSandbox(root, args.port, args.username, host=args.host) as sandbox:
         print(json.dumps(sandbox.connection()), flush=True)
-        threading.Event().wait()
+        print(
+            f"Splio SFTP sandbox on {args.host}:{sandbox.port}, login {args.username} with the private key "
+            f"above (host key {sandbox.host_key_line}); files land in {root}",
+            flush=True,
+        )
+        while not received:
+            threading.Event().wait(0.2)
 
 
 if __name__ == "__main__":

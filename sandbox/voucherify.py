@@ -6,13 +6,13 @@ documented error bodies, schema validation of request bodies, upserts on ``sourc
 the request schemas of the very spec files we build against, so a body the sandbox accepts is one the
 spec accepts.
 
-Run it: ``python -m sandbox.voucherify --port 8010 --limit 100 --window 60``; in tests use
-``VoucherifySandbox(port=0)`` as a context manager.  Generic plumbing lives in :mod:`sandbox.httpbase`.
+Run it: ``python -m sandbox.voucherify --port 8010 --limit 100 --window 60`` (``--help`` lists every
+knob); in tests use ``VoucherifySandbox(port=0)`` as a context manager.  Generic plumbing lives in
+:mod:`sandbox.httpbase`.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hmac
 import json
@@ -298,6 +298,8 @@ class VoucherifySandbox(SandboxServer):
         self._actions: dict[str, dict[str, Any]] = {}
         self._jobs: queue.Queue[tuple[str, int, list[tuple[Any, str | None]]] | None] = queue.Queue()
         self._generation = 0  # bumped by reset(): jobs of an older generation are dropped
+        # ids of customers upserted through the customers endpoints; orders create their customers too
+        self._customers_upserted: set[str] = set()
         self._fail_next = 0
         self._worker: threading.Thread | None = None
         super().__init__(host, port, limit=limit, window_seconds=window_seconds, verbose=verbose)
@@ -389,6 +391,7 @@ class VoucherifySandbox(SandboxServer):
         with self._lock:
             for coll in (self.customers, self.products, self.orders):
                 coll.clear()
+            self._customers_upserted.clear()
             self._actions.clear()
             self._generation += 1
             self._fail_next = 0
@@ -419,6 +422,8 @@ class VoucherifySandbox(SandboxServer):
                     "products": len(self.products.by_id),
                     "orders": len(self.orders.by_id),
                 },
+                # the others were created as orders' customers
+                "customers_upserted": len(self._customers_upserted & set(self.customers.by_id)),
                 "async_actions": dict(Counter(a["status"] for a in self._actions.values())),
             }
 
@@ -481,8 +486,11 @@ class VoucherifySandbox(SandboxServer):
         if not created:
             obj["updated_at"] = _now()
 
-    def _upsert_customer(self, data: dict[str, Any], *, by_id: bool = True) -> tuple[dict[str, Any], bool]:
-        """Create or update on ``id`` (must exist) or ``source_id``; the caller holds the lock."""
+    def _upsert_customer(
+        self, data: dict[str, Any], *, by_id: bool = True, direct: bool = True
+    ) -> tuple[dict[str, Any], bool]:
+        """Create or update on ``id`` (must exist) or ``source_id``; ``direct``: through the customers
+        endpoints, not as an order's customer. The caller holds the lock."""
         obj = None
         if by_id and data.get("id"):
             obj = self.customers.by_id.get(data["id"])
@@ -523,6 +531,8 @@ class VoucherifySandbox(SandboxServer):
             )
             self.customers.add(obj)
         self._apply(obj, data, CUSTOMER_FIELDS, created)
+        if direct:
+            self._customers_upserted.add(obj["id"])
         return obj, created
 
     def _upsert_product(self, data: dict[str, Any], *, by_id: bool = True) -> dict[str, Any]:
@@ -567,7 +577,7 @@ class VoucherifySandbox(SandboxServer):
         for role in ("customer", "referrer"):  # before any write, so a 404 leaves no half-made order
             if isinstance(data.get(role), dict):
                 people[role] = data[role]
-        upserted = {role: self._upsert_customer(person)[0] for role, person in people.items()}
+        upserted = {role: self._upsert_customer(person, direct=False)[0] for role, person in people.items()}
         created = obj is None
         if obj is None:
             obj = {
@@ -894,20 +904,25 @@ class VoucherifySandbox(SandboxServer):
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: run the sandbox in the foreground until SIGTERM/SIGINT."""
-    p = argparse.ArgumentParser(prog="python -m sandbox.voucherify", description=__doc__.splitlines()[0])
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8010)
-    p.add_argument("--limit", type=int, default=100, help="requests per window (default 100)")
-    p.add_argument("--window", type=float, default=60.0, help="window in seconds (default 60)")
-    p.add_argument("--app-id", default=DEFAULT_APP_ID)
-    p.add_argument("--app-token", default=DEFAULT_APP_TOKEN)
+    from sandbox.env import sandbox_parser
+
+    p = sandbox_parser("voucherify", __doc__.splitlines()[0])
+    p.add_argument("--limit", type=int, default=100, help="requests allowed per window (429 beyond)")
+    p.add_argument("--window", type=float, default=60.0, help="the limit's sliding window, in seconds")
+    p.add_argument("--app-id", default=DEFAULT_APP_ID, help="the X-App-Id it accepts")
+    p.add_argument("--app-token", default=DEFAULT_APP_TOKEN, help="the X-App-Token it accepts")
     p.add_argument(
         "--async-delay", type=float, default=0.05, help="seconds an async action stays IN_PROGRESS"
     )
     p.add_argument(
-        "--spec-dir", default=None, help=f"OpenAPI folder (default ${SPEC_ENV} or {DEFAULT_SPEC_DIR})"
+        "--spec-dir", default=None, help=f"OpenAPI folder (unset: ${SPEC_ENV} or {DEFAULT_SPEC_DIR})"
     )
-    p.add_argument("--bulk-validation", choices=("item", "request"), default="item")
+    p.add_argument(
+        "--bulk-validation",
+        choices=("item", "request"),
+        default="item",
+        help="a bad item in a bulk body fails that item, or the whole request",
+    )
     p.add_argument("--verbose", action="store_true", help="log one line per request to stderr")
     args = p.parse_args(argv)
     try:

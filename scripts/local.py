@@ -6,12 +6,13 @@ state store, the sandboxes' files) and ``data/warehouse.duckdb``.
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,14 +31,7 @@ from sandbox.env import (  # noqa: E402
 BASE = Path(os.environ.get("RETL_LOCAL_DIR") or REPO).resolve()
 HOME = BASE / ".airflow"
 WAREHOUSE = BASE / "data" / "warehouse.duckdb"
-# one per vendor account
-POOLS = (
-    "voucherify_default",
-    "salesfire_default",
-    "connectif_default",
-    "splio_referral_default",
-    "salesmanago_default",
-)
+SFTP_ROOT = HOME / "retl" / "splio-sftp"  # what the Splio SFTP sandbox serves
 
 
 def say(message: str) -> None:
@@ -77,93 +71,98 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_voucherify(port: int, limit: int, window: float) -> tuple[subprocess.Popen, str]:
-    args = ["--limit", str(limit), "--window", str(window)]
-    return start_sandbox("voucherify", port, args)
+@dataclass
+class Sandboxes:
+    """The sandboxes as processes (stopped with ``procs.stop``): ``urls`` of the HTTP ones by name,
+    ``sftp`` the Splio SFTP connection's fields."""
+
+    procs: list[subprocess.Popen] = field(default_factory=list)
+    urls: dict[str, str] = field(default_factory=dict)
+    sftp: dict = field(default_factory=dict)
 
 
-def start_salesfire(port: int) -> tuple[subprocess.Popen, str]:
-    args = [
-        arg
-        for name, secret in SALESFIRE_LISTS.items()
-        for arg in ("--list", f"{SALESFIRE_SITE}/{name}={secret}")
-    ]
-    return start_sandbox("salesfire", port, args)
+def sandbox_args(name: str, limit: int, window: float) -> list[str]:
+    """``python -m sandbox.NAME`` options beyond the port: the account's rate limit (Salesfire documents
+    none, so its sandbox has none), Salesfire's lists, the SFTP server's folder."""
+    if name == "sftp":
+        return ["--root", str(SFTP_ROOT)]
+    if name == "salesfire":
+        return [
+            arg
+            for list_id, secret in SALESFIRE_LISTS.items()
+            for arg in ("--list", f"{SALESFIRE_SITE}/{list_id}={secret}")
+        ]
+    return ["--limit", str(limit), "--window", f"{window:g}"]
 
 
-def start_connectif(port: int, limit: int, window: float) -> tuple[subprocess.Popen, str]:
-    return start_sandbox("connectif", port, ["--limit", str(limit), "--window", str(window)])
-
-
-@contextlib.contextmanager
-def _killed_on_error(proc: subprocess.Popen):
-    """A sandbox that fails to start, or whose start is interrupted (Ctrl-C), is not left running."""
+def start_sandboxes(ports: dict[str, int], limit: int, window: float = 60) -> Sandboxes:
+    """Start every sandbox of ``ports`` (name -> port) at once, each allowing ``limit`` requests per
+    ``window`` seconds, and wait until each accepts connections; on any failure none is left running."""
+    started = Sandboxes()
     try:
-        yield
+        for name, port in ports.items():
+            command = [
+                sys.executable,
+                "-m",
+                f"sandbox.{name}",
+                "--port",
+                str(port),
+                *sandbox_args(name, limit, window),
+            ]
+            output = subprocess.PIPE if name == "sftp" else subprocess.DEVNULL
+            started.procs.append(spawn(command, cwd=REPO, stdout=output, text=True))
+        deadline = time.monotonic() + 30
+        for (name, port), proc in zip(ports.items(), started.procs, strict=True):
+            if name == "sftp":
+                line = proc.stdout.readline()
+                if not line:
+                    raise SystemExit("the SFTP sandbox did not start (see the message above)")
+                started.sftp = json.loads(line)
+                continue
+            _wait_for_port(name, port, proc, deadline)
+            started.urls[name] = f"http://127.0.0.1:{port}"
     except BaseException:
-        proc.kill()
-        proc.wait()
+        for proc in started.procs:
+            proc.kill()
+            proc.wait()
         raise
+    return started
 
 
-def start_sftp(port: int) -> tuple[subprocess.Popen, dict]:
-    """The SFTP sandbox standing in for Splio's server; returns its connection fields."""
-    import json
-
-    root = HOME / "retl" / "splio-sftp"
-    proc = spawn(
-        [sys.executable, "-m", "sandbox.sftp", "--root", str(root), "--port", str(port)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    with _killed_on_error(proc):
-        line = proc.stdout.readline()
-        if not line:
-            raise SystemExit("the SFTP sandbox did not start (see the message above)")
-        return proc, json.loads(line)
-
-
-def start_sandbox(vendor: str, port: int, args: list[str]) -> tuple[subprocess.Popen, str]:
-    """Start ``python -m sandbox.<vendor>`` on ``port`` and wait until it accepts connections."""
-    url = f"http://127.0.0.1:{port}"
-    proc = spawn(
-        [sys.executable, "-m", f"sandbox.{vendor}", "--port", str(port), *args],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    with _killed_on_error(proc):
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    return proc, url
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"the {vendor} sandbox did not start (see the message above)") from None
-                time.sleep(0.2)
+def _wait_for_port(name: str, port: int, proc: subprocess.Popen, deadline: float) -> None:
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(
+                    f"the {name} sandbox did not start on port {port} (see the message above)"
+                ) from None
+            time.sleep(0.1)
 
 
 def environment(
-    voucherify_url: str,
-    requests_per_minute: int,
-    salesfire_url: str | None = None,
-    connectif_url: str | None = None,
-    splio_sftp: dict | None = None,
-    salesmanago_url: str | None = None,
+    sandboxes: Sandboxes, requests_per_minute: int, vendor_extra: dict | None = None
 ) -> dict[str, str]:
+    """Airflow's settings and every connection, pointing at ``sandboxes``; ``requests_per_minute`` and
+    ``vendor_extra`` go to each HTTP vendor connection's extras."""
+    extra = {"requests_per_minute": requests_per_minute, **(vendor_extra or {})}
     env = os.environ.copy()
     env.update(airflow_env(HOME))
     env.update(
         connections_env(
             warehouse=str(WAREHOUSE),
             state=str(HOME / "retl" / "state.db"),
-            voucherify_url=voucherify_url,
-            voucherify_extra={"requests_per_minute": requests_per_minute},
-            salesfire_url=salesfire_url,
-            connectif_url=connectif_url,
-            splio_sftp=splio_sftp,
-            salesmanago_url=salesmanago_url,
+            voucherify_url=sandboxes.urls.get("voucherify"),
+            voucherify_extra=extra,
+            salesfire_url=sandboxes.urls.get("salesfire"),
+            salesfire_extra=extra,
+            connectif_url=sandboxes.urls.get("connectif"),
+            connectif_extra=extra,
+            splio_sftp=sandboxes.sftp or None,
+            salesmanago_url=sandboxes.urls.get("datatalks"),
+            salesmanago_extra=extra,
         )
     )
     # Connectif exports go to a DuckDB file of their own: the sample warehouse stays read-only.
@@ -173,39 +172,18 @@ def environment(
     return env
 
 
-def migrate(env: dict[str, str], log) -> None:
-    """Airflow's metadata database, the vendor pools, and the state store: the one-off setup of a deployment."""
-    say(f"creating the state store ({shown(HOME / 'retl' / 'state.db')}): python -m reverse_etl.cli init")
+def prepare(env: dict[str, str], log) -> None:
+    """The state store, Airflow's metadata database and the vendor pools: the one-off setup of a
+    deployment, in one process (``scripts/prepare.py``)."""
+    say(
+        f"preparing the state store ({shown(HOME / 'retl' / 'state.db')}), the Airflow metadata database "
+        f"({shown(HOME / 'airflow.db')}) and the pools: scripts/prepare.py"
+    )
     subprocess.run(
-        [sys.executable, "-m", "reverse_etl.cli", "init"],
+        [sys.executable, str(REPO / "scripts" / "prepare.py")],
         env=env,
         cwd=REPO,
         check=True,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    say(f"preparing the Airflow metadata database ({shown(HOME / 'airflow.db')})")
-    subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"],
-        env=env,
-        check=True,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    for pool in POOLS:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "airflow",
-                "pools",
-                "set",
-                pool,
-                "2",
-                "vendor account: tasks that call its API",
-            ],
-            env=env,
-            check=True,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )

@@ -1,9 +1,14 @@
-"""Run one DAG run in-process with ``dag.test()`` and print its report: used by the demo and the tests.
+"""Run DAG runs in-process with ``dag.test()`` and print their reports: used by the demo and the tests.
 
     python scripts/run_dag.py voucherify_sync --window-start 2026-10-31 --window-end 2026-11-01 \
         [--conf '{"dry_run": true}'] [--json]
+    python scripts/run_dag.py --prepare --plan '[{"dag_id": "salesfire_sync", "window_start": "2026-10-31",
+        "window_end": "2026-11-01", "conf": {}}, ...]'
 
-Exit code 0 when the DAG run succeeded. The environment (AIRFLOW_HOME, AIRFLOW_CONN_*) must be set.
+``--plan`` runs several DAG runs one after the other in this one process (Airflow and the validation
+libraries are imported once: about 10 s saved per run) and prints one JSON line per run as it ends.
+``--prepare`` first does the deployment's one-off setup (``scripts/prepare.py``) in this process too.
+Exit code 0 when every DAG run succeeded. The environment (AIRFLOW_HOME, AIRFLOW_CONN_*) must be set.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import datetime as dt
 import json
 import logging
 import sys
+import time
 
 
 def run_note(dag_id: str, run_id: str) -> str | None:
@@ -71,48 +77,85 @@ def parse_date(flag: str, value: str) -> dt.datetime:
     return parsed
 
 
+def result(dag_id: str, conf: dict, logical: dt.datetime) -> dict:
+    """One DAG run and what the state store and the metadata database say of it."""
+    state, run_id, reports, tasks, tries = run(dag_id, conf, logical)
+    latest = {r["entity"]: r for r in reports}
+    return {
+        "dag_id": dag_id,
+        "state": state,
+        "run_id": run_id,
+        "reports": list(latest.values()),
+        "tasks": tasks,
+        "tries": tries,
+        "note": run_note(dag_id, run_id),
+    }
+
+
+def window_conf(start: str, end: str, extra: dict) -> tuple[dict, dt.datetime]:
+    """The run's params and logical date (the window's end) from YYYY-MM-DD dates."""
+    start_at = parse_date("--window-start", start)
+    logical = parse_date("--window-end", end)
+    if logical <= start_at:
+        raise usage_error(f"--window-end {end!r} must be after --window-start {start!r}")
+    return {"window_start": start, "window_end": end, **extra}, logical
+
+
+def run_plan(plan: list[dict]) -> int:
+    """Each run of ``plan`` in turn, one JSON line each (with its wall ``seconds``) as soon as it ends."""
+    runs = [
+        (item["dag_id"], *window_conf(item["window_start"], item["window_end"], item.get("conf") or {}))
+        for item in plan
+    ]
+    failed = 0
+    for dag_id, conf, logical in runs:
+        started = time.monotonic()
+        done = result(dag_id, conf, logical)
+        done["seconds"] = round(time.monotonic() - started, 1)
+        failed += done["state"] != "success"
+        print(json.dumps(done, default=str), flush=True)
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dag_id")
-    parser.add_argument("--window-start", required=True)
-    parser.add_argument("--window-end", required=True)
+    parser.add_argument("dag_id", nargs="?")
+    parser.add_argument("--window-start")
+    parser.add_argument("--window-end")
     parser.add_argument("--conf", default="{}", help="JSON params for the run")
     parser.add_argument("--json", action="store_true", help="print the reports as one JSON line")
+    parser.add_argument("--plan", help="JSON list of runs: {dag_id, window_start, window_end, conf}")
+    parser.add_argument("--prepare", action="store_true", help="state store, metadata database, pools first")
     args = parser.parse_args(argv)
-    start = parse_date("--window-start", args.window_start)
-    logical = parse_date("--window-end", args.window_end)
-    if logical <= start:
-        raise usage_error(
-            f"--window-end {args.window_end!r} must be after --window-start {args.window_start!r}"
-        )
-    try:
-        extra = json.loads(args.conf)
-    except json.JSONDecodeError as exc:
-        raise usage_error(f"--conf is not JSON ({exc}): use e.g. '{{\"dry_run\": true}}'") from None
-    conf = {"window_start": args.window_start, "window_end": args.window_end, **extra}
+    if args.plan:
+        try:
+            plan = json.loads(args.plan)
+        except json.JSONDecodeError as exc:
+            raise usage_error(f"--plan is not JSON ({exc})") from None
+    elif not (args.dag_id and args.window_start and args.window_end):
+        raise usage_error("give a DAG id, --window-start and --window-end (or --plan)")
+    else:
+        try:
+            extra = json.loads(args.conf)
+        except json.JSONDecodeError as exc:
+            raise usage_error(f"--conf is not JSON ({exc}): use e.g. '{{\"dry_run\": true}}'") from None
+        conf, logical = window_conf(args.window_start, args.window_end, extra)
     logging.getLogger("airflow").setLevel(logging.WARNING)
-    state, run_id, reports, tasks, tries = run(args.dag_id, conf, logical)
-    latest = {r["entity"]: r for r in reports}
+    if args.prepare:
+        from prepare import prepare
+
+        print(json.dumps({"prepared": prepare()}), flush=True)
+    if args.plan:
+        return run_plan(plan)
+    done = result(args.dag_id, conf, logical)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "state": state,
-                    "run_id": run_id,
-                    "reports": list(latest.values()),
-                    "tasks": tasks,
-                    "tries": tries,
-                    "note": run_note(args.dag_id, run_id),
-                },
-                default=str,
-            )
-        )
+        print(json.dumps(done, default=str))
     else:
         from reverse_etl.tasks import format_report
 
-        print(f"\n{args.dag_id} run {run_id}: {state}\n")
-        print(format_report(list(latest.values())))
-    return 0 if state == "success" else 1
+        print(f"\n{args.dag_id} run {done['run_id']}: {done['state']}\n")
+        print(format_report(done["reports"]))
+    return 0 if done["state"] == "success" else 1
 
 
 if __name__ == "__main__":

@@ -22,27 +22,32 @@ import urllib.request
 from local import (
     HOME,
     REPO,
+    SFTP_ROOT,
     ensure_warehouse,
     environment,
-    migrate,
+    prepare,
     say,
     shown,
-    start_connectif,
-    start_salesfire,
-    start_sandbox,
-    start_sftp,
-    start_voucherify,
+    start_sandboxes,
 )
 from procs import GRACE_SECONDS, spawn, stop
 
+from sandbox.env import SANDBOXES, sandbox_port
+
 HOST = os.environ.get("RETL_UI_HOST", "127.0.0.1")
 PORT = int(os.environ.get("RETL_UI_PORT", "8080"))
-# Voucherify; Salesfire, Connectif, the Splio SFTP server and Data Talks on the next four ports
-SANDBOX_PORT = int(os.environ.get("RETL_SANDBOX_PORT", "8010"))
+# the sandboxes' own default ports (sandbox.env): RETL_SANDBOX_PORT (8010) for Voucherify, then Salesfire,
+# Connectif, the Splio SFTP server and Data Talks
+SANDBOX_LIMIT = 100  # requests per minute, like Voucherify's Business plan and Connectif's documented limit
 ADMIN = "admin"
 PASSWORDS = HOME / "simple_auth_manager_passwords.json.generated"
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
 STARTUP_SECONDS = 180
+
+
+def sandbox_ports() -> dict[str, int]:
+    """Where make ui starts each sandbox: the sandboxes' own default ports (RETL_SANDBOX_PORT and the next four)."""
+    return {name: sandbox_port(name) for name in SANDBOXES}
 
 
 def local_address(host: str) -> str:
@@ -127,23 +132,13 @@ def main() -> int:
     try:
         ensure_warehouse()
         (HOME / "retl").mkdir(parents=True, exist_ok=True)
-        sandbox, voucherify_url = start_voucherify(SANDBOX_PORT, 100, 60)
-        started.append(sandbox)
-        salesfire, salesfire_url = start_salesfire(SANDBOX_PORT + 1)
-        started.append(salesfire)
-        connectif, connectif_url = start_connectif(SANDBOX_PORT + 2, 100, 60)
-        started.append(connectif)
-        sftp, splio_sftp = start_sftp(SANDBOX_PORT + 3)
-        started.append(sftp)
-        datatalks, datatalks_url = start_sandbox(
-            "datatalks", SANDBOX_PORT + 4, ["--limit", "100", "--window", "60"]
-        )
-        started.append(datatalks)
-        env = environment(voucherify_url, 100, salesfire_url, connectif_url, splio_sftp, datatalks_url)
+        sandboxes = start_sandboxes(sandbox_ports(), SANDBOX_LIMIT)
+        started.extend(sandboxes.procs)
+        env = environment(sandboxes, SANDBOX_LIMIT)
         url = f"http://{local_address(HOST)}:{PORT}"
         env.update(airflow_settings(url))
         with (HOME / "ui-setup.log").open("w") as log:
-            migrate(env, log)
+            prepare(env, log)
         password = admin_password()
         say(f"starting Airflow: {', '.join(COMPONENTS)} (logs in {shown(HOME)}/ui-*.log)")
         airflow = start_airflow(env, started)
@@ -151,14 +146,14 @@ def main() -> int:
         if failed:
             say(f"the {failed} did not start: see {shown(HOME / f'ui-{failed}.log')}")
             return 1
-        say(f"Voucherify sandbox at {voucherify_url} (100 requests/minute, like the Business plan)")
-        say(f"Salesfire sandbox at {salesfire_url} (site-1, lists customers-uk and customers-eu)")
-        say(f"Connectif sandbox at {connectif_url} (100 requests/minute per account)")
+        urls = sandboxes.urls
+        say(f"Voucherify sandbox at {urls['voucherify']} (100 requests/minute, like the Business plan)")
+        say(f"Salesfire sandbox at {urls['salesfire']} (site-1, lists customers-uk and customers-eu)")
+        say(f"Connectif sandbox at {urls['connectif']} (100 requests/minute per account)")
         exports = shown(HOME / "retl" / "exports.duckdb")
         say(f"Connectif exports are loaded into {exports} (connection retl_exports)")
-        say(f"Data Talks (SALESmanago) sandbox at {datatalks_url} (SigV4, group_key sandbox-group)")
-        splio_root = shown(HOME / "retl" / "splio-sftp")
-        say(f"Splio Referral SFTP sandbox on port {splio_sftp['port']}: files land in {splio_root}")
+        say(f"Data Talks (SALESmanago) sandbox at {urls['datatalks']} (SigV4, group_key sandbox-group)")
+        say(f"Splio Referral SFTP sandbox on port {sandboxes.sftp['port']}: files land in {shown(SFTP_ROOT)}")
         say(
             "Trigger voucherify_sync with params window_start=2026-10-31, window_end=2026-11-01 for sample data."
         )

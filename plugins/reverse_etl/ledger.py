@@ -513,3 +513,26 @@ def run_reports(dag_id: str, run_id: str, url: str | None = None) -> list[dict]:
             select(runs).where((runs.c.dag_id == dag_id) & (runs.c.run_id == run_id)).order_by(runs.c.id)
         ).all()
     return [{**row._asdict(), "report": json.loads(row.report or "{}")} for row in rows]
+
+
+def delivered_in_runs(run_ids: Iterable[str], url: str | None = None) -> dict[tuple[str, str], int]:
+    """Per (destination, entity), the records whose last change in these runs was a delivery: what a
+    vendor that started empty holds after them (a record delivered, then deleted, is not counted)."""
+    from sqlalchemy import select
+
+    run_ids = list(run_ids)
+    engine, _, events, _, _ = _engine(url or state_store_url())
+    last: dict[tuple[str, str, str], str] = {}
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(events.c.destination, events.c.entity, events.c.record_key, events.c.status)
+            .where(events.c.run_id.in_(run_ids))
+            .order_by(events.c.id)
+        )
+        for destination, entity, key, status in rows:
+            last[(destination, entity, key)] = status
+    counts: dict[tuple[str, str], int] = {}
+    for (destination, entity, _key), status in last.items():
+        if status == DELIVERED:
+            counts[(destination, entity)] = counts.get((destination, entity), 0) + 1
+    return counts
