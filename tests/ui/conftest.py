@@ -15,8 +15,16 @@ from tests.ui.test_make_ui import PASSWORD_LINE, STARTUP_SECONDS, Output, kill_e
 
 
 def pytest_collection_modifyitems(items):
-    """The test that stops the shared `make ui` runs last."""
-    items.sort(key=lambda item: item.get_closest_marker("stops_ui") is not None)
+    """The test that stops the shared `make ui` runs after the other tests of this folder, and before any
+    test outside it (leaving the folder tears the shared `make ui` down)."""
+    here = Path(__file__).parent
+    stops = [item for item in items if item.get_closest_marker("stops_ui")]
+    if not stops:
+        return
+    rest = [item for item in items if item not in stops]
+    ours = [i for i, item in enumerate(rest) if here in Path(item.path).parents]
+    at = ours[-1] + 1 if ours else len(rest)
+    items[:] = rest[:at] + stops + rest[at:]
 
 
 @dataclass
