@@ -42,6 +42,14 @@ def connect(monkeypatch, state_store, sandbox):
     return make
 
 
+def sent(op, hook, ledger, batch: list) -> dict:
+    """The load's own send, then each job it started collected: record key -> outcome."""
+    outcomes, started = op._send(hook, ledger, batch, {"params": {}})
+    for ref, records in started:
+        outcomes += op.collect(hook, ref, records)
+    return {o.key: o for o in outcomes}
+
+
 def test_wrong_secret_is_an_auth_error(connect):
     with pytest.raises(VendorAuthError, match=CONN):
         connect(secret="nope").patch_contact("a@example.com", {"_name": "A"})
@@ -65,7 +73,7 @@ def test_import_row_errors_become_per_record_failures(connect, sandbox, state_st
     batch = [Planned(email, UPSERT, "h", json.dumps(body)) for email, body in contacts.items()]
     ledger = Ledger("connectif", "contacts", "run")
     ledger.plan(batch)
-    outcomes = {o.key: o for o in op._send(hook, ledger, batch, {"params": {}})}
+    outcomes = sent(op, hook, ledger, batch)
     assert outcomes["c3@example.com"].status == FAILED and "_mobilePhone" in outcomes["c3@example.com"].error
     assert {k for k, o in outcomes.items() if o.status == DELIVERED} == set(contacts) - {"c3@example.com"}
     assert set(sandbox.store["contacts"]) == set(contacts) - {"c3@example.com"}
