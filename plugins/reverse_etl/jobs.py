@@ -6,9 +6,10 @@ killed task finds and resumes every job it left, however many. Meanwhile the loa
 ``max_jobs`` wait at the vendor at once, which keeps the vendor's queue busy while we poll.
 
 Polling costs the same budget as writes. One poll asks about every job at once where the vendor can list
-jobs (the adapter's ``poll_jobs``); the first comes ``first`` seconds after a job starts, and the interval
-doubles while nothing finishes, up to ``longest``. A poll that answers a job keeps the interval; it starts
-short again once no job is left.
+jobs (the adapter's ``poll_jobs``). The first comes ``first`` seconds after a job starts; after that the
+next poll waits as long as the oldest job has been running, between ``first`` and ``longest``: 1, 2, 4, 8,
+16, 30, 30 ... seconds for one job, and no burst of short polls after a long stretch of sending. The
+vendor runs these jobs one after another, so a young job is often done soon and an old queue is not.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class InFlightJobs:
         self.blocking = blocking
         self.log = logger or log
         self.jobs: dict[str, list[Planned]] = {}
+        self.started: dict[str, float] = {}
         self.interval = self.first
         self.next_poll = 0.0
         self.polls = 0  # rounds of polling (each one or more requests, as the adapter's poll decides)
@@ -69,10 +71,12 @@ class InFlightJobs:
 
     def add(self, ref: str, records: list[Planned]) -> None:
         """A job the vendor accepted (its records already ``in_flight`` under ``ref``)."""
+        now = time.monotonic()
         if not self.jobs:
             self.interval = self.first
-            self.next_poll = time.monotonic() + self.first
+            self.next_poll = now + self.first
         self.jobs[ref] = [Planned(p.key, p.operation, p.payload_hash, None) for p in records]
+        self.started[ref] = now
 
     def wait(self, until: int = 0) -> None:
         """Poll until at most ``until`` jobs are left in flight."""
@@ -87,20 +91,22 @@ class InFlightJobs:
             self.polls += 1
             answered = [ref for ref in finished if ref in self.jobs]
             for ref in answered:
+                self.started.pop(ref, None)
                 self.on_done(ref, self.jobs.pop(ref), finished[ref])
             self.answered += len(answered)
             now = time.monotonic()
+            if self.started:
+                oldest = now - min(self.started.values())
+                self.interval = min(self.longest, max(self.first, oldest))
             if answered:
                 quiet_since = now
-            else:
-                self.interval = min(self.interval * 2, self.longest)
-                if now - quiet_since > self.timeout:
-                    raise VendorError(
-                        f"{len(self.jobs)} {self.what} still unfinished after {self.timeout:.0f} s without any "
-                        "finishing; they stay in flight in the ledger and the task's retry resumes polling "
-                        f"them (references: {', '.join(list(self.jobs)[:5])}"
-                        f"{', ...' if len(self.jobs) > 5 else ''})."
-                    )
+            elif now - quiet_since > self.timeout:
+                raise VendorError(
+                    f"{len(self.jobs)} {self.what} still unfinished after {self.timeout:.0f} s without any "
+                    "finishing; they stay in flight in the ledger and the task's retry resumes polling "
+                    f"them (references: {', '.join(list(self.jobs)[:5])}"
+                    f"{', ...' if len(self.jobs) > 5 else ''})."
+                )
             self.next_poll = now + self.interval
         wait.done(self._news())
 
