@@ -713,6 +713,7 @@ class SandboxServer:
             )
         resp.headers = {**self.rate_limit_headers(state or self.limiter.peek()), **resp.headers}
         record["status"] = resp.status
+        record["answered"] = time.time()
         if resp.status == 429:
             record["throttled"] = True
         self._record(record)

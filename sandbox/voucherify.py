@@ -441,6 +441,13 @@ class VoucherifySandbox(SandboxServer):
             self._worker.join(timeout=5)
             self._worker = None
 
+    def actions(self) -> list[dict[str, Any]]:
+        """Every async action so far, oldest first, without its result (benchmarks read their timings)."""
+        with self._lock:
+            return [
+                {k: copy.deepcopy(v) for k, v in a.items() if k != "result"} for a in self._actions.values()
+            ]
+
     def fail_next_async_actions(self, n: int = 1) -> None:
         """The next ``n`` async actions end FAILED (nothing stored), to test a client's FAILED path."""
         with self._lock:
