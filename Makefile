@@ -31,6 +31,7 @@ bench: venv
 	$(PY) benchmarks/bench_extract_validate.py
 	$(PY) benchmarks/bench_delivery.py
 	$(PY) benchmarks/bench_connectif.py
+	$(PY) benchmarks/bench_batches.py
 	$(PY) benchmarks/bench_splio.py
 	$(PY) benchmarks/bench_ui.py
 

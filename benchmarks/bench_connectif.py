@@ -4,8 +4,8 @@ Connectif allows 100 requests per minute per account, shared by every key and ta
 in requests, and a "minute of budget" is 100 of them. This measures how many contacts each path delivers
 per 100 requests, at 10,000 and 1,000,000 contacts, through the real code: ``ConnectifHook.patch_contact``
 (what ``ConnectifContactsOperator`` sends per record) and ``ConnectifContactsOperator.to_csv`` +
-``ConnectifHook.create_import`` / ``wait_import`` (its bulk path: files of ``import_rows`` contacts, each
-polled until finished). The ledger is left out: it costs no requests.
+``ConnectifHook.create_import`` / ``wait_import`` (its bulk path: files cut as the operator cuts them, at
+45 MB of CSV, each polled until finished). The ledger is left out: it costs no requests.
 
 The Connectif sandbox runs in this process with its limit on a short window (``--limit`` requests per
 ``--window`` seconds) so that the per-record path runs in seconds; the hook is paced to the same limit.
@@ -14,9 +14,9 @@ Every request count comes from the sandbox's request log; 429s from its limiter.
 Per record at 1M is not run (a million HTTP requests): its requests are one per contact, as measured at
 10k, and its duration at the real limit is the measured utilisation applied to 1M requests. The bulk path
 is run at both sizes. Import polls are every ``--poll`` seconds here; at Connectif the default is 30 s
-(``import_poll_seconds``), so the number of polls per file is (import duration / 30 s) + 1, and the
-figure "polls at Connectif" assumes ``--assumed-import-minutes`` per 100k-row file (Connectif does not
-publish import speeds).
+(``import_poll_seconds``), so the number of polls is (import duration / 30 s) + 1, and the figure "polls
+at Connectif" assumes ``--assumed-import-minutes`` per 100,000 rows (Connectif does not publish import
+speeds): the polls follow the rows, the POSTs the files.
 
     .venv/bin/python benchmarks/bench_connectif.py [--sizes 10000 1000000 --limit 500 --window 5 --real-windows 3]
 """
@@ -116,6 +116,7 @@ def per_record(sandbox, size: int, limit: int, window: float) -> dict:
 
 
 def bulk(sandbox, size: int, args: argparse.Namespace) -> dict:
+    from reverse_etl.batching import Batcher
     from reverse_etl.hooks.connectif import ConnectifHook
     from reverse_etl.ledger import UPSERT, Planned
     from reverse_etl.operators.connectif import ConnectifContactsOperator
@@ -126,11 +127,10 @@ def bulk(sandbox, size: int, args: argparse.Namespace) -> dict:
     operator = ConnectifContactsOperator(task_id="bench", manifest={})
     started = time.monotonic()
     files, bytes_sent, errors = 0, 0, 0
-    for first in range(0, size, args.import_rows):
-        batch = [
-            Planned(email, UPSERT, None, json.dumps(body))
-            for email, body in map(contact, range(first, min(size, first + args.import_rows)))
-        ]
+    # Files cut as the operator cuts them: at 45 MB of CSV (and import_rows rows, when set).
+    batcher = Batcher(args.import_rows or None, operator.max_batch_bytes, lambda: operator.body_size(hook))
+    records = (Planned(email, UPSERT, None, json.dumps(body)) for email, body in map(contact, range(size)))
+    for batch in (*(full for record in records if (full := batcher.add(record))), *batcher.rest()):
         data = operator.to_csv(batch, hook.delimiter)
         created = hook.create_import("contacts", data)
         done = hook.wait_import(created["id"])
@@ -157,11 +157,11 @@ def bulk(sandbox, size: int, args: argparse.Namespace) -> dict:
 
 def print_report(rows: list[dict], args: argparse.Namespace) -> None:
     minutes = args.assumed_import_minutes
-    polls_per_file = int(minutes * 60 // 30) + 1
     print()
     print(f"Connectif contacts: records delivered per minute of budget ({BUDGET_PER_MINUTE} requests)")
     print(
-        f"sandbox limit {args.limit} requests / {args.window:g} s; imports of {args.import_rows} rows, "
+        f"sandbox limit {args.limit} requests / {args.window:g} s; imports of {args.import_rows or 'any'} rows "
+        "up to 45 MB, "
         f"polled every {args.poll:g} s here"
     )
     print()
@@ -198,11 +198,12 @@ def print_report(rows: list[dict], args: argparse.Namespace) -> None:
     for row in rows:
         if row["path"] != "bulk import":
             continue
-        at_connectif = row["files"] * (1 + polls_per_file)
+        polls = int(row["contacts"] / 100_000 * minutes * 60 // 30) + row["files"]
+        at_connectif = row["files"] + polls
         print(
-            f"  {row['contacts']:>9,} contacts by import: {row['files']} files of <= {args.import_rows:,} rows "
-            f"({row['mb_per_file']:.1f} MB each), {row['requests']} requests here "
-            f"({row['polls']} polls); at Connectif with 30 s polls and {minutes:g} min per file: "
+            f"  {row['contacts']:>9,} contacts by import: {row['files']} files "
+            f"({row['mb_per_file']:.1f} MB each on average), {row['requests']} requests here "
+            f"({row['polls']} polls); at Connectif with 30 s polls and {minutes:g} min per 100,000 rows: "
             f"about {at_connectif} requests = {at_connectif / BUDGET_PER_MINUTE:.2f} minutes of budget"
         )
 
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=500)
     parser.add_argument("--window", type=float, default=5.0)
     parser.add_argument("--poll", type=float, default=0.5)
-    parser.add_argument("--import-rows", type=int, default=100_000)
+    parser.add_argument("--import-rows", type=int, default=0, help="rows per file (0: 45 MB files)")
     parser.add_argument("--assumed-import-minutes", type=float, default=5.0)
     parser.add_argument(
         "--real-windows",

@@ -197,6 +197,14 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _iso(value: str) -> str:
+    """An ISO 8601 date or date-time as the sandbox stamps times (UTC, milliseconds, ``Z``), to compare."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _rand(n: int, alphabet: str = string.ascii_letters + string.digits) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(n))
 
@@ -330,6 +338,7 @@ class VoucherifySandbox(SandboxServer):
         r.add("POST", "/v1/orders", self._order_create, json_body=True)
         r.add("GET", "/v1/orders/{orderId}", self._order_get)
         r.add("PUT", "/v1/orders/{orderId}", self._order_update, json_body=True)
+        r.add("GET", "/v1/async-actions", self._async_actions_list)
         r.add("GET", "/v1/async-actions/{asyncActionId}", self._async_action_get)
 
     def authenticate(self, req: Request) -> bool:
@@ -436,6 +445,13 @@ class VoucherifySandbox(SandboxServer):
         if self._worker is not None:
             self._worker.join(timeout=5)
             self._worker = None
+
+    def actions(self) -> list[dict[str, Any]]:
+        """Every async action so far, oldest first, without its result (benchmarks read their timings)."""
+        with self._lock:
+            return [
+                {k: copy.deepcopy(v) for k, v in a.items() if k != "result"} for a in self._actions.values()
+            ]
 
     def fail_next_async_actions(self, n: int = 1) -> None:
         """The next ``n`` async actions end FAILED (nothing stored), to test a client's FAILED path."""
@@ -781,6 +797,30 @@ class VoucherifySandbox(SandboxServer):
         self._jobs.put((action["id"], generation, checked))
         return action["id"]
 
+    def _async_actions_list(self, req: Request) -> Response:
+        """``GET /v1/async-actions``: ``limit`` (1..100, default 10) actions, newest first as the spec's
+        example lists them, ``end_date`` keeping those created before it; each without its ``result`` ("a
+        status DONE doesn't include the result of the completed action")."""
+        details = self.spec.query_problem("async-actions", "/v1/async-actions", req.query)
+        if details:
+            raise HTTPError(400, "invalid_query_params", "Invalid query params", details)
+        limit = int(req.query.get("limit", 10))
+        end = req.query.get("end_date")
+        try:
+            before = None if end is None else _iso(end)
+        except ValueError:
+            raise HTTPError(
+                400,
+                "invalid_query_params",
+                "Invalid query params",
+                "Property .end_date cannot be recognized as a ISO-8601 compliant date",
+            ) from None
+        with self._lock:
+            actions = [a for a in self._actions.values() if before is None or a["created_at"] < before]
+            listed = [{k: copy.deepcopy(v) for k, v in a.items() if k != "result"} for a in reversed(actions)]
+        body = {"object": "list", "data_ref": "async_actions", "async_actions": listed[:limit]}
+        return Response(200, {**body, "has_more": len(listed) > limit})
+
     def _async_action_get(self, req: Request) -> Response:
         aid = req.params["asyncActionId"]
         with self._lock:
@@ -820,7 +860,11 @@ class VoucherifySandbox(SandboxServer):
             fail_all = self._fail_next > 0
             self._fail_next -= int(fail_all)
         started = time.monotonic()
-        time.sleep(self.async_delay)
+        # async_delay is read as it goes: a test can hold the queue with a long delay, then release it.
+        while (left := started + self.async_delay - time.monotonic()) > 0:
+            if generation != self._generation:
+                return
+            time.sleep(min(left, 0.05))
         kind = action["type"]
         errors: list[dict[str, Any]] = []
         done = 0

@@ -382,22 +382,40 @@ class Ledger:
             ).scalar_one()
 
     def in_flight(self) -> dict[str, list[Planned]]:
-        """Records handed to vendor jobs that we have not heard back from, by job reference."""
+        """Records handed to vendor jobs that we have not heard back from, by job reference (without their
+        payloads, which stay in the store: ``return_to_pending`` puts a job's records back as they were)."""
         from sqlalchemy import select
 
         t = self.ledger
         jobs: dict[str, list[Planned]] = {}
         query = (
-            select(t.c.record_key, t.c.operation, t.c.payload_hash, t.c.payload, t.c.vendor_ref)
+            select(t.c.record_key, t.c.operation, t.c.payload_hash, t.c.vendor_ref)
             .where(self._scope() & (t.c.status == IN_FLIGHT))
             .order_by(t.c.record_key)
         )
         with self.engine.connect() as conn:
             for r in conn.execute(query):
                 jobs.setdefault(r.vendor_ref, []).append(
-                    Planned(r.record_key, r.operation, r.payload_hash, r.payload)
+                    Planned(r.record_key, r.operation, r.payload_hash, None)
                 )
         return jobs
+
+    def return_to_pending(self, vendor_ref: str, detail: str) -> int:
+        """The records of a job the vendor does not know go back to ``pending`` with their payload, for
+        this or a later run to send again; returns how many."""
+        from sqlalchemy import select, update
+
+        t = self.ledger
+        where = self._scope() & (t.c.status == IN_FLIGHT) & (t.c.vendor_ref == vendor_ref)
+        with self.engine.begin() as conn:
+            keys = [r.record_key for r in conn.execute(select(t.c.record_key).where(where))]
+            conn.execute(
+                update(t)
+                .where(where)
+                .values(status=PENDING, vendor_ref=None, last_run_id=self.run_id, updated_at=_now())
+            )
+            self._log(conn, ((key, PENDING, detail) for key in keys))
+        return len(keys)
 
     def mark_in_flight(self, keys: list[str], vendor_ref: str) -> None:
         """Remember the vendor job before waiting on it: a retry polls the job instead of resending."""

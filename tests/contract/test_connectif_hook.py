@@ -42,6 +42,14 @@ def connect(monkeypatch, state_store, sandbox):
     return make
 
 
+def sent(op, hook, ledger, batch: list) -> dict:
+    """The load's own send, then each job it started collected: record key -> outcome."""
+    outcomes, started = op._send(hook, ledger, batch, {"params": {}})
+    for ref, records in started:
+        outcomes += op.collect(hook, ref, records)
+    return {o.key: o for o in outcomes}
+
+
 def test_wrong_secret_is_an_auth_error(connect):
     with pytest.raises(VendorAuthError, match=CONN):
         connect(secret="nope").patch_contact("a@example.com", {"_name": "A"})
@@ -65,7 +73,7 @@ def test_import_row_errors_become_per_record_failures(connect, sandbox, state_st
     batch = [Planned(email, UPSERT, "h", json.dumps(body)) for email, body in contacts.items()]
     ledger = Ledger("connectif", "contacts", "run")
     ledger.plan(batch)
-    outcomes = {o.key: o for o in op._send(hook, ledger, batch, {"params": {}})}
+    outcomes = sent(op, hook, ledger, batch)
     assert outcomes["c3@example.com"].status == FAILED and "_mobilePhone" in outcomes["c3@example.com"].error
     assert {k for k, o in outcomes.items() if o.status == DELIVERED} == set(contacts) - {"c3@example.com"}
     assert set(sandbox.store["contacts"]) == set(contacts) - {"c3@example.com"}
@@ -86,3 +94,43 @@ def test_purchase_before_its_contact_is_refused_with_the_code(connect, state_sto
     }
     [outcome] = op.send_upserts(hook, [Planned("p1", UPSERT, "h", json.dumps(purchase))], {"params": {}})
     assert outcome.status == FAILED and "E0101" in outcome.error
+
+
+def test_import_files_are_cut_on_their_csv_bytes_at_the_cap_and_one_byte_over_is_413(
+    connect, sandbox, state_store, monkeypatch
+):
+    from reverse_etl.batching import Batcher, CsvSize
+    from reverse_etl.errors import VendorRejected
+
+    cap = 4_000
+    sandbox.configure(max_import_bytes=cap)  # Connectif's 50 MB, scaled down
+    hook = connect(bulk_threshold=10, max_jobs_in_flight=3)
+    # At the cap to the byte, the sandbox takes the file; one byte more is Connectif's 413.
+    head = b"_email;_name\na@example.com;"
+    exact = head + b"x" * (cap - len(head) - 1) + b"\n"
+    assert len(exact) == cap and hook.create_import("contacts", exact)["id"]
+    with pytest.raises(VendorRejected) as refused:
+        hook.create_import("contacts", exact + b"y")
+    assert refused.value.status == 413
+
+    op = ConnectifContactsOperator(task_id="load", manifest=None, vendor_conn_id=CONN)
+    monkeypatch.setattr(ConnectifContactsOperator, "max_batch_bytes", cap)
+    batch = [
+        Planned(f"c{i:04d}@example.com", UPSERT, "h", json.dumps({"_name": f"Zoë {i}", "_points": i}))
+        for i in range(400)
+    ]
+    files: list[int] = []
+    create = hook.create_import
+    monkeypatch.setattr(
+        hook, "create_import", lambda kind, data, **kw: files.append(len(data)) or create(kind, data, **kw)
+    )
+    ledger = Ledger("connectif", "contacts", "run")
+    ledger.plan(batch)
+    counts = {"to_send": 400, "to_delete": 0, "sent": 0, "deleted": 0, "failed": 0}
+    op._deliver(hook, ledger, counts, {"params": {}})
+    batcher = Batcher(None, cap, lambda: CsvSize(op.csv_cells, hook.delimiter))
+    expected = sum(1 for r in batch if batcher.add(r)) + len(list(batcher.rest()))
+    assert len(files) == expected > 3 and max(files) <= cap and min(files[:-1]) > cap * 0.9
+    assert counts["sent"] == 400 and len(sandbox.store["contacts"]) == 401  # and a@example.com
+    imports = [r for r in sandbox.requests if r["method"] == "POST" and r["path"].startswith("/imports")]
+    assert [r["status"] for r in imports] == [201, 413] + [201] * expected

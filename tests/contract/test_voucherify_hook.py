@@ -49,6 +49,14 @@ def customer(i: int, **fields) -> dict:
     return {"source_id": f"c{i}", "name": f"Customer {i}", "email": f"c{i}@example.com", **fields}
 
 
+def sent(op, hook, ledger, batch: list) -> dict:
+    """The load's own send, then each job it started collected: record key -> outcome."""
+    outcomes, started = op._send(hook, ledger, batch, {"params": {}})
+    for ref, records in started:
+        outcomes += op.collect(hook, ref, records)
+    return {o.key: o for o in outcomes}
+
+
 def test_wrong_token_is_an_auth_error_naming_the_connection(connect):
     hook = connect(token="wrong")
     with pytest.raises(VendorAuthError, match=CONN):
@@ -113,7 +121,7 @@ def test_async_job_reports_per_item_errors(connect, sandbox, state_store):
     batch = [Planned(f"c{i}", UPSERT, "h", json.dumps(customer(i))) for i in range(4)]
     ledger = Ledger("voucherify", "customers", "run")
     ledger.plan(batch)
-    outcomes = {o.key: o for o in op._send(hook, ledger, batch, {"params": {}})}
+    outcomes = sent(op, hook, ledger, batch)
     assert outcomes["c2"].status == FAILED and "invalid" in outcomes["c2"].error.lower()
     assert {k for k, o in outcomes.items() if o.status == DELIVERED} == {"c0", "c1", "c3"}
 
@@ -127,7 +135,7 @@ def test_batch_refused_whole_is_split_until_the_bad_record_is_isolated(connect, 
     batch = [Planned(r["source_id"], UPSERT, "h", json.dumps(r)) for r in records]
     ledger = Ledger("voucherify", "customers", "run")
     ledger.plan(batch)
-    outcomes = {o.key: o for o in op._send(hook, ledger, batch, {"params": {}})}
+    outcomes = sent(op, hook, ledger, batch)
     assert outcomes["c5"].status == FAILED and "address" in outcomes["c5"].error
     assert all(o.status == DELIVERED for k, o in outcomes.items() if k != "c5")
     assert set(sandbox.store["customers"]) == {f"c{i}" for i in range(8)} - {"c5"}

@@ -459,7 +459,9 @@ def test_readback_endpoints(sb, http):
     recorded = requests.get(sb.url + "/_sandbox/requests").json()
     assert [r["status"] for r in recorded] == [200, 401]
     first = recorded[0]
-    assert set(first) == {"t", "method", "path", "query", "status", "body", "throttled", "fault"}
+    fields = {"t", "answered", "method", "path", "query", "status", "body", "bytes", "throttled", "fault"}
+    assert set(first) == fields and first["bytes"] == len(b'{"source_id": "rb-1"}')
+    assert first["t"] <= first["answered"]
     assert first["method"] == "POST" and first["path"] == "/v1/customers" and first["query"] == {"x": "1"}
     assert first["body"] == {"source_id": "rb-1"} and first["throttled"] is False and first["fault"] is None
     assert abs(first["t"] - time.time()) < 10

@@ -8,7 +8,7 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from reverse_etl.errors import ConfigError, VendorError
+from reverse_etl.errors import ConfigError, VendorError, VendorNotFound
 from reverse_etl.hooks.base import VendorHttpHook
 from reverse_etl.progress import Wait
 
@@ -34,7 +34,8 @@ class ConnectifHook(VendorHttpHook):
     secret (or extra ``api_key`` = ``<id>:<secret>`` as the dashboard copies it). Every Connectif
     connection of one account must share ``rate_limit_account`` (the limit is per account, all keys).
     Extras: ``bulk_threshold`` (1000: more pending records than this go as CSV imports instead of one
-    request each), ``import_rows`` (100000 per file, also capped at 45 MB), ``import_delimiter`` (``;``; or ``,``),
+    request each), ``import_rows`` (none: files are cut at 45 MB of CSV; a number caps rows per file),
+    ``max_jobs_in_flight`` (3 imports at once), ``import_delimiter`` (``;``; or ``,``),
     ``import_poll_seconds`` (30), ``import_timeout_seconds`` (3600), ``max_import_bytes`` (50,000,000);
     coupons: ``coupon_code_column`` (``code``), ``coupon_exists_pattern`` (``already exists``); exports:
     ``exports`` (types exported on scheduled runs, none by default), ``export_path`` (``/exports/``),
@@ -158,6 +159,27 @@ class ConnectifHook(VendorHttpHook):
                 f"(Connectif's documented delimiters), got {delimiter!r}."
             )
         return delimiter
+
+    def poll_imports(self, import_ids: list[str]) -> tuple[dict[str, dict], set[str]]:
+        """The finished imports among ``import_ids`` and the ids Connectif does not know: one listing
+        (``GET /imports/?limit=100``, newest first, each import whole), a ``GET`` for any it does not show."""
+        listed = {}
+        if len(import_ids) > 1:
+            body = self.request("GET", "/imports/", params={"limit": 100}).json()
+            listed = {str(i.get("id")): i for i in body.get("results") or []}
+        finished: dict[str, dict] = {}
+        unknown: set[str] = set()
+        for import_id in dict.fromkeys(import_ids):
+            found = listed.get(import_id)
+            if found is None:
+                try:
+                    found = self.request("GET", f"/imports/{quote(import_id, safe='')}").json()
+                except VendorNotFound:
+                    unknown.add(import_id)
+                    continue
+            if found.get("status") in FINISHED:
+                finished[import_id] = found
+        return finished, unknown
 
     def wait_import(self, import_id: str) -> dict:
         """Poll ``GET /imports/{id}`` until it is finished, in error or cancelled."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
 
-from reverse_etl.errors import VendorError
+from reverse_etl.errors import VendorError, VendorNotFound
 from reverse_etl.hooks.base import VendorHttpHook
 from reverse_etl.progress import Wait
 
@@ -17,7 +18,9 @@ FINISHED = ("DONE", "FAILED")
 class VoucherifyHook(VendorHttpHook):
     """Connection: host = the cluster URL (``https://api.voucherify.io``, ``https://us1.api.voucherify.io``),
     login = application id, password = secret key. Extras: ``requests_per_minute`` (100, the Business plan),
-    ``async_poll_seconds`` (1), ``async_timeout_seconds`` (1800), plus the base transport extras.
+    ``async_poll_seconds`` (1: the first poll of an async action), ``async_poll_max_seconds`` (30: polls back
+    off to this), ``async_timeout_seconds`` (1800 without any action finishing), ``max_jobs_in_flight`` (10
+    async actions at once), plus the base transport extras.
     """
 
     conn_name_attr = "voucherify_conn_id"
@@ -68,15 +71,17 @@ class VoucherifyHook(VendorHttpHook):
         return 0.0
 
     # --- endpoints --------------------------------------------------------------------------------------
-    def bulk_upsert(self, resource: str, items: list[dict]) -> str:
-        """``POST /v1/{customers|products}/bulk/async``; returns the async action id."""
-        return self.request("POST", f"/v1/{resource}/bulk/async", json=items).json()["async_action_id"]
+    def bulk_upsert(self, resource: str, items: list[dict] | bytes) -> str:
+        """``POST /v1/{customers|products}/bulk/async`` (10 MB per request); returns the async action id.
+        ``items``: the objects, or the JSON array already encoded (``reverse_etl.batching.json_array``)."""
+        body = items if isinstance(items, bytes) else compact_json(items)
+        return self.request("POST", f"/v1/{resource}/bulk/async", data=body).json()["async_action_id"]
 
     def import_orders(self, orders: list[dict]) -> str:
         """``POST /v1/orders/import`` (historical: fires no events), at most 2000 orders."""
         if len(orders) > 2000:
             raise ValueError("Voucherify imports at most 2000 orders per request")
-        return self.request("POST", "/v1/orders/import", json=orders).json()["async_action_id"]
+        return self.request("POST", "/v1/orders/import", data=compact_json(orders)).json()["async_action_id"]
 
     def upsert_order(self, order: dict) -> dict:
         return self.request("POST", "/v1/orders", json=order).json()
@@ -100,8 +105,6 @@ class VoucherifyHook(VendorHttpHook):
     def get_object(self, resource: str, id_or_source_id: str) -> dict | None:
         """``GET /v1/{resource}/{id or source_id}``; None when Voucherify has no such object."""
         from urllib.parse import quote
-
-        from reverse_etl.errors import VendorNotFound
 
         try:
             return self.request("GET", f"/v1/{resource}/{quote(id_or_source_id, safe='')}").json()
@@ -136,11 +139,41 @@ class VoucherifyHook(VendorHttpHook):
         return found
 
     def get_async_action(self, action_id: str) -> dict:
+        """``GET /v1/async-actions/{id}``: status and, once finished, the result with per-item errors."""
         return self.request("GET", f"/v1/async-actions/{action_id}").json()
 
+    def list_async_actions(self, limit: int = 100) -> list[dict]:
+        """``GET /v1/async-actions?limit=N`` (1..100): the project's latest actions, newest first as the
+        spec's example lists them, with their status but no result ("a status DONE doesn't include the
+        result")."""
+        body = self.request("GET", "/v1/async-actions", params={"limit": limit}).json()
+        return body.get(body.get("data_ref") or "async_actions") or []
+
+    def poll_async_actions(self, action_ids: list[str]) -> tuple[dict[str, dict], set[str]]:
+        """The finished actions among ``action_ids`` with their results, and the ids Voucherify does not
+        know. One action: its ``GET``. Several: one listing for their statuses, then a ``GET`` for each
+        finished one (only the single ``GET`` carries the per-item errors) or missing from the listing."""
+        wanted = list(dict.fromkeys(action_ids))
+        if len(wanted) > 1:
+            listed = {a.get("id"): a.get("status") for a in self.list_async_actions(self.LIST_LIMIT)}
+            wanted = [i for i in wanted if listed.get(i, "unlisted") not in ("ENQUEUED", "IN_PROGRESS")]
+        finished: dict[str, dict] = {}
+        unknown: set[str] = set()
+        for action_id in wanted:
+            try:
+                action = self.get_async_action(action_id)
+            except VendorNotFound:
+                unknown.add(action_id)
+                continue
+            if action.get("status") in FINISHED:
+                finished[action_id] = action
+        return finished, unknown
+
     def wait_async_action(self, action_id: str) -> dict:
-        """Poll until the action is DONE or FAILED; bulk jobs queue behind earlier ones, so be patient."""
+        """Poll until the action is DONE or FAILED, backing off from ``async_poll_seconds`` to
+        ``async_poll_max_seconds``; bulk jobs queue behind earlier ones, so be patient."""
         poll = self.extra("async_poll_seconds", 1.0)
+        longest = max(poll, self.extra("async_poll_max_seconds", 30.0))
         wait = Wait(
             f"Voucherify async action {action_id}",
             self.extra("async_timeout_seconds", 1800.0),
@@ -149,6 +182,7 @@ class VoucherifyHook(VendorHttpHook):
         )
         while True:
             wait.sleep(poll)  # a job is never done the moment it is accepted: each early poll costs budget
+            poll = min(poll * 2, longest)
             action = self.get_async_action(action_id)
             wait.detail = f"last status {action.get('status')!r}" + (
                 f" ({action['progress']}% done)" if "progress" in action else ""
@@ -161,6 +195,11 @@ class VoucherifyHook(VendorHttpHook):
                     f"Voucherify async action {action_id} still {action.get('status')} after the timeout; "
                     "the task will retry and resume polling it."
                 )
+
+
+def compact_json(value: Any) -> bytes:
+    """The JSON body we send: compact and UTF-8, the bytes ``reverse_etl.batching`` measures batches by."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def _seconds_until(epoch: Any) -> float | None:

@@ -17,8 +17,10 @@ from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
+from reverse_etl.batching import CsvSize
 from reverse_etl.errors import VendorError, fail_fast
 from reverse_etl.hooks.connectif import ConnectifHook
+from reverse_etl.jobs import Finished
 from reverse_etl.ledger import DELIVERED, FAILED, Outcome, Planned
 from reverse_etl.operators.load import SyncLoadOperator
 from reverse_etl.payload import row_to_payload
@@ -35,20 +37,28 @@ class _ConnectifLoad(SyncLoadOperator):
     vendor_name = "Connectif"
     read_back_refusal = "Connectif's exports give contacts and activities, not these records"
     batch_size = 1  # single-record endpoints: every answer is recorded as it comes
-    max_batch_bytes = 45_000_000  # under Connectif's 50 MB per import file, CSV overhead included
+    max_batch_bytes = 45_000_000  # bytes of CSV per import file, under Connectif's 50 MB
     bulk_kind: ClassVar[str | None] = None
     key_column: ClassVar[str] = ""
 
     def send_one(self, hook: ConnectifHook, key: str, payload: dict, context: Any) -> None:
         raise NotImplementedError
 
-    def batch_limit(self, context: Any) -> int:
+    def batch_limit(self, context: Any) -> int | None:
         if not self.bulk_kind:
             return 1
         hook = self.hook_class(self.vendor_conn_id)
         if self.pending_count > hook.extra("bulk_threshold", 1000, int):
-            return hook.extra("import_rows", 100_000, int)
+            return _import_rows(hook)
         return 1
+
+    def body_size(self, hook: ConnectifHook) -> CsvSize:
+        """An import file is cut on its CSV bytes (what ``to_csv`` writes), not on the payloads' JSON."""
+        return CsvSize(self.csv_cells, hook.delimiter)
+
+    def csv_cells(self, record: Planned) -> dict[str, str]:
+        """One record's cells in its import file: the key column, then its fields as text."""
+        return {self.key_column: record.key, **{k: _cell(v) for k, v in json.loads(record.payload).items()}}
 
     def send_upserts(self, hook: ConnectifHook, batch: list[Planned], context: Any) -> list[Outcome] | str:
         if len(batch) > 1:
@@ -60,17 +70,37 @@ class _ConnectifLoad(SyncLoadOperator):
 
     def to_csv(self, batch: list[Planned], delimiter: str) -> bytes:
         """UTF-8 CSV whose header row holds Connectif field ids, the key column first."""
-        rows = [{self.key_column: record.key, **json.loads(record.payload)} for record in batch]
+        rows = [self.csv_cells(record) for record in batch]
         columns = [self.key_column, *sorted({c for row in rows for c in row} - {self.key_column})]
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=columns, delimiter=delimiter, lineterminator="\n")
         writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "|".join(map(str, v)) if isinstance(v, list) else v for k, v in row.items()})
+        writer.writerows(rows)
         return out.getvalue().encode("utf-8")
 
     def collect(self, hook: ConnectifHook, job_ref: str, batch: list[Planned]) -> list[Outcome]:
-        found = hook.wait_import(job_ref.removeprefix("import:"))
+        return self.import_outcomes(hook, hook.wait_import(job_ref.removeprefix("import:")), batch)
+
+    def poll_jobs(self, hook: ConnectifHook, jobs: dict[str, list[Planned]]) -> Finished:
+        """Every import in flight in one listing (``GET /imports/`` gives each import whole)."""
+        refs = {ref.removeprefix("import:"): ref for ref in jobs}
+        finished, unknown = hook.poll_imports(list(refs))
+        found: Finished = {
+            refs[i]: self.import_outcomes(hook, imp, jobs[refs[i]]) for i, imp in finished.items()
+        }
+        found.update(dict.fromkeys(refs[i] for i in unknown))
+        return found
+
+    def job_polling(self, hook: ConnectifHook) -> dict[str, Any]:
+        every = hook.extra("import_poll_seconds", 30.0)
+        return {"first": every, "longest": every, "timeout": hook.extra("import_timeout_seconds", 3600.0)}
+
+    def max_jobs_in_flight(self, hook: ConnectifHook) -> int:
+        # Connectif queues at most 10 imports per account (E0401), shared with every other task.
+        return hook.extra("max_jobs_in_flight", 3, int)
+
+    def import_outcomes(self, hook: ConnectifHook, found: dict, batch: list[Planned]) -> list[Outcome]:
+        """A finished import's outcome per record: the rows of its error report fail, the rest arrived."""
         errors = self.row_errors(hook, found, batch)
         if found.get("status") != "finished" and not errors:
             reason = f"Connectif import {found.get('id')} ended {found.get('status')}"
@@ -202,8 +232,12 @@ class ConnectifCouponsOperator(_ConnectifLoad):
     entity = "coupons"
     bulk_kind = "coupons"
 
-    def batch_limit(self, context: Any) -> int:
-        return self.hook_class(self.vendor_conn_id).extra("import_rows", 100_000, int)
+    def batch_limit(self, context: Any) -> int | None:
+        return _import_rows(self.hook_class(self.vendor_conn_id))
+
+    def body_size(self, hook: ConnectifHook) -> CsvSize:
+        column = hook.extras.get("coupon_code_column", "code")  # the file's one column: the codes
+        return CsvSize(lambda record: {column: record.key}, hook.delimiter)
 
     def batch_group(self, record: Planned) -> str | None:
         return json.loads(record.payload)["couponSetId"]
@@ -222,11 +256,11 @@ class ConnectifCouponsOperator(_ConnectifLoad):
         )
         return f"import:{created['id']}"
 
-    def collect(self, hook: ConnectifHook, job_ref: str, batch: list[Planned]) -> list[Outcome]:
+    def import_outcomes(self, hook: ConnectifHook, found: dict, batch: list[Planned]) -> list[Outcome]:
         exists = hook.extras.get("coupon_exists_pattern", "already exists")
         return [
             Outcome(o.key, DELIVERED) if o.status == FAILED and exists in (o.error or "") else o
-            for o in super().collect(hook, job_ref, batch)
+            for o in super().import_outcomes(hook, found, batch)
         ]
 
 
@@ -348,6 +382,16 @@ class ConnectifExportOperator(BaseOperator):
         }
         log.info("connectif export %s loaded into %s: %s", found.get("id"), table, result)
         return result
+
+
+def _cell(value: Any) -> str:
+    """A payload value as an import cell: lists joined by ``|`` (Connectif's list fields), the rest as text."""
+    return "|".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _import_rows(hook: ConnectifHook) -> int | None:
+    """Rows per import file: the extra ``import_rows`` when set (0 or absent: files are cut at 45 MB only)."""
+    return hook.extra("import_rows", 0, int) or None
 
 
 def _naive(value: dt.datetime) -> dt.datetime:

@@ -6,8 +6,13 @@ Everything else is here: unchanged-skip, resume, batch splitting on whole-batch 
 progress logs and the report.
 
 Resume: records are written ``pending`` (with their payload) before anything is sent, async jobs are
-recorded ``in_flight`` before they are polled, and every answer is recorded batch by batch. A retried or
-later run polls unfinished jobs first, then sends whatever is still pending: nothing twice, nothing skipped.
+recorded ``in_flight`` (each job's records under its reference) before they are polled, and every answer is
+recorded batch by batch. A retried or later run polls unfinished jobs first, then sends whatever is still
+pending: nothing twice, nothing skipped.
+
+Batches are cut on the bytes the vendor receives (``max_batch_bytes``, measured by the adapter's
+``body_size``, see ``reverse_etl.batching``), and async jobs overlap: up to ``max_jobs_in_flight`` wait at
+the vendor while the load sends the next batches, all polled together (see ``reverse_etl.jobs``).
 
 Erasures: after the delta, a sync that can delete and has ``include/sql/<destination>/<entity>.keys.sql``
 deletes the records it delivered that are gone from the source (see ``reverse_etl.erasures``), under the
@@ -26,7 +31,9 @@ from typing import Any, ClassVar
 from airflow.sdk import BaseOperator
 
 from reverse_etl import settings
+from reverse_etl.batching import Batcher, BodySize, JsonArraySize
 from reverse_etl.errors import VendorAuthError, VendorNotFound, VendorRejected, fail_fast
+from reverse_etl.jobs import Finished, InFlightJobs
 from reverse_etl.ledger import DELETE, DELETED, DELIVERED, FAILED, UPSERT, Ledger, Outcome, Planned
 from reverse_etl.payload import canonical_json, payload_hash, row_to_payload
 from reverse_etl.tasks import skip_unless_selected
@@ -47,8 +54,9 @@ class SyncLoadOperator(BaseOperator):
     destination: ClassVar[str] = ""
     entity: ClassVar[str] = ""
     hook_class: ClassVar[type] = type(None)
-    batch_size: ClassVar[int] = 100
-    max_batch_bytes: ClassVar[int] = 9_000_000
+    batch_size: ClassVar[int | None] = 100  # records per request; None: only max_batch_bytes cuts
+    max_batch_bytes: ClassVar[int] = 9_000_000  # request body bytes, as ``body_size`` measures them
+    delete_batch_size: ClassVar[int | None] = None  # deletes recorded per batch; None: as upserts
     supports_delete: ClassVar[bool] = False
     # Facts such as events: once delivered never sent again, even changed or with full_resync (the vendor
     # would record a second event).
@@ -68,7 +76,31 @@ class SyncLoadOperator(BaseOperator):
         raise NotImplementedError
 
     def collect(self, hook: Any, job_ref: str, batch: list[Planned]) -> list[Outcome]:
+        """Wait for one job and return its records' outcomes (``batch`` holds keys, not payloads)."""
         raise NotImplementedError(f"{type(self).__name__} sends no async jobs")
+
+    def poll_jobs(self, hook: Any, jobs: dict[str, list[Planned]]) -> Finished:
+        """One round of polling: the finished jobs among ``jobs`` with their outcomes (None for a job the
+        vendor does not know). This default waits for the oldest job with ``collect``; adapters whose vendor
+        lists jobs override it to ask about all of them at once (and set ``job_polling``'s ``blocking``)."""
+        ref, batch = next(iter(jobs.items()))
+        try:
+            return {ref: self.collect(hook, ref, batch)}
+        except VendorNotFound:
+            return {ref: None}
+
+    def job_polling(self, hook: Any) -> dict[str, Any]:
+        """How jobs are polled: ``blocking`` (``poll_jobs`` waits itself), else ``first``/``longest`` seconds
+        between polls and the ``timeout`` without news (see ``reverse_etl.jobs.InFlightJobs``)."""
+        return {"blocking": True}
+
+    def max_jobs_in_flight(self, hook: Any) -> int:
+        """Jobs that may wait at the vendor at once while the load sends more."""
+        return 1
+
+    def body_size(self, hook: Any) -> BodySize:
+        """How a request body grows with each record: a JSON array of the payloads by default."""
+        return JsonArraySize()
 
     def send_deletes(self, hook: Any, batch: list[Planned], context: Any) -> list[Outcome]:
         raise NotImplementedError(f"{type(self).__name__} cannot delete")
@@ -302,8 +334,31 @@ class SyncLoadOperator(BaseOperator):
         counts["reconciled"] = result.as_dict()
         log.info("%s", result.summary(name, dry_run))
 
+    def _jobs(self, hook: Any, ledger: Ledger, counts: dict) -> InFlightJobs:
+        """The tracker of this load's async jobs: each answer goes to the ledger as it comes."""
+
+        def on_done(ref: str, batch: list[Planned], outcomes: list[Outcome] | None) -> None:
+            if outcomes is None:
+                log.warning(
+                    "vendor job %s is unknown to the vendor: its %d records go back to pending",
+                    ref,
+                    len(batch),
+                )
+                ledger.return_to_pending(ref, f"vendor job {ref} unknown to the vendor: to send again")
+                return
+            self._apply(ledger, outcomes, counts)
+
+        return InFlightJobs(
+            lambda jobs: self.poll_jobs(hook, jobs),
+            on_done,
+            what=f"{self.vendor_name or self.destination} jobs of {self.destination}.{self.entity}",
+            logger=log,
+            **self.job_polling(hook),
+        )
+
     def _resume_jobs(self, hook: Any, ledger: Ledger, counts: dict) -> None:
-        """Poll vendor jobs a previous try started: their records must not be sent again."""
+        """Poll the vendor jobs a previous try started, all together: their records must not be sent again."""
+        jobs = self._jobs(hook, ledger, counts)
         for job_ref, batch in ledger.in_flight().items():
             counts["resumed_jobs"] += 1
             log.info(
@@ -313,17 +368,8 @@ class SyncLoadOperator(BaseOperator):
                 job_ref,
                 len(batch),
             )
-            try:
-                outcomes = self.collect(hook, job_ref, batch)
-            except VendorNotFound:
-                log.warning(
-                    "vendor job %s is unknown to the vendor: its %d records go back to pending",
-                    job_ref,
-                    len(batch),
-                )
-                ledger.plan(batch)
-                continue
-            self._apply(ledger, outcomes, counts)
+            jobs.add(job_ref, batch)
+        jobs.wait()
 
     def _sweep_erasures(
         self, hook: Any, ledger: Ledger, counts: dict, context: Any, *, dry_run: bool
@@ -395,18 +441,28 @@ class SyncLoadOperator(BaseOperator):
         last_log = time.monotonic()
         self.pending_count = ledger.count_status("pending")
         limit = self.batch_limit(context)
-        for page in ledger.iter_status("pending", limit * 10):
-            groups: dict[str | None, list[Planned]] = {}
+        delete_limit = self.delete_batch_size or limit or 1000
+        jobs = self._jobs(hook, ledger, counts)
+        room = max(1, self.max_jobs_in_flight(hook))
+        batcher = Batcher(limit, self.max_batch_bytes, lambda: self.body_size(hook), self.batch_group)
+
+        def send(batch: list[Planned]) -> int:
+            outcomes, started = self._send(hook, ledger, batch, context)
+            self._apply(ledger, outcomes, counts)
+            for ref, records in started:
+                jobs.add(ref, records)
+            jobs.wait(until=room - 1)  # a free slot for the next job
+            return len(batch)
+
+        for page in ledger.iter_status("pending", max(settings.chunk_rows(), (limit or 0) * 10)):
             for record in page:
                 if record.operation == UPSERT:
-                    groups.setdefault(self.batch_group(record), []).append(record)
-            for records in groups.values():
-                for batch in self._batches(records, limit):
-                    self._apply(ledger, self._send(hook, ledger, batch, context), counts)
-                    done += len(batch)
+                    full = batcher.add(record)
+                    if full:
+                        done += send(full)
             deletes = [p for p in page if p.operation == DELETE]
-            for i in range(0, len(deletes), limit):
-                batch = deletes[i : i + limit]
+            for i in range(0, len(deletes), delete_limit):
+                batch = deletes[i : i + delete_limit]
                 reasons = {p.key: p.reason for p in batch if p.reason}
                 outcomes = [
                     Outcome(o.key, o.status, o.error or reasons.get(o.key)) if o.status == DELETED else o
@@ -417,50 +473,43 @@ class SyncLoadOperator(BaseOperator):
             if time.monotonic() - last_log > 10:
                 last_log = time.monotonic()
                 log.info(
-                    "%s.%s: %d/%d records answered (%d requests, %d 429s so far)",
+                    "%s.%s: %d/%d records handed over (%d jobs in flight; %d requests, %d 429s so far)",
                     self.destination,
                     self.entity,
                     done,
                     total,
+                    len(jobs),
                     hook.stats.requests,
                     hook.stats.throttled,
                 )
+        for batch in batcher.rest():
+            done += send(batch)
+        jobs.wait()
         return done
 
-    def _batches(self, records: list[Planned], limit: int):
-        """Batches of at most ``limit`` records and ``max_batch_bytes`` of payload."""
-        batch: list[Planned] = []
-        size = 0
-        for record in records:
-            record_size = len(record.payload or "") + 2
-            if batch and (len(batch) >= limit or size + record_size > self.max_batch_bytes):
-                yield batch
-                batch, size = [], 0
-            batch.append(record)
-            size += record_size
-        if batch:
-            yield batch
-
-    def _send(self, hook: Any, ledger: Ledger, batch: list[Planned], context: Any) -> list[Outcome]:
-        """Send a batch; if the vendor refuses it whole, split it until the bad records are isolated."""
+    def _send(
+        self, hook: Any, ledger: Ledger, batch: list[Planned], context: Any
+    ) -> tuple[list[Outcome], list[tuple[str, list[Planned]]]]:
+        """Send a batch: the outcomes answered at once, and the vendor jobs started (recorded in flight). If
+        the vendor refuses the batch whole, split it until the bad records are isolated."""
         try:
             result = self.send_upserts(hook, batch, context)
         except VendorAuthError:
             raise
         except VendorRejected as exc:
             if len(batch) == 1:
-                return [Outcome(batch[0].key, FAILED, str(exc))]
+                return [Outcome(batch[0].key, FAILED, str(exc))], []
             middle = len(batch) // 2
             log.warning(
                 "%s.%s: batch of %d refused (%s); splitting", self.destination, self.entity, len(batch), exc
             )
-            return self._send(hook, ledger, batch[:middle], context) + self._send(
-                hook, ledger, batch[middle:], context
-            )
+            first, first_jobs = self._send(hook, ledger, batch[:middle], context)
+            second, second_jobs = self._send(hook, ledger, batch[middle:], context)
+            return first + second, first_jobs + second_jobs
         if isinstance(result, str):
             ledger.mark_in_flight([p.key for p in batch], result)
-            return self.collect(hook, result, batch)
-        return result
+            return [], [(result, batch)]
+        return result, []
 
     def _apply(self, ledger: Ledger, outcomes: list[Outcome], counts: dict) -> None:
         ledger.apply(outcomes)

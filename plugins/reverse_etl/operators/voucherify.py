@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from reverse_etl.batching import json_array
 from reverse_etl.errors import VendorRejected
 from reverse_etl.hooks.voucherify import VoucherifyHook
+from reverse_etl.jobs import Finished
 from reverse_etl.ledger import DELETED, DELIVERED, FAILED, Outcome, Planned
 from reverse_etl.operators.load import SyncLoadOperator
+
+# "The request can include up to 10 MB of data"; the documented 413 says "greater than maximum allowed:
+# 10485760". Our batches stop at 10,000,000 bytes of body (compact JSON, UTF-8): the smaller reading of
+# "10 MB", 485,760 bytes under the documented cap.
+MAX_BODY_BYTES = 10_000_000
 
 
 def _payloads(batch: list[Planned]) -> list[Any]:
@@ -52,18 +59,40 @@ class _VoucherifyLoad(SyncLoadOperator):
         """Listed (``GET /v1/{resource}``, 100 a page) or got one by one by ``source_id``."""
         return hook.read_objects(self.resource, keys)
 
+    max_batch_bytes = MAX_BODY_BYTES
+
     def collect(self, hook: VoucherifyHook, job_ref: str, batch: list[Planned]) -> list[Outcome]:
         return _action_outcomes(hook.wait_async_action(job_ref), batch)
 
+    def poll_jobs(self, hook: VoucherifyHook, jobs: dict[str, list[Planned]]) -> Finished:
+        """Every action in flight in one listing, then the result of each finished one."""
+        finished, unknown = hook.poll_async_actions(list(jobs))
+        found: Finished = {ref: _action_outcomes(action, jobs[ref]) for ref, action in finished.items()}
+        found.update(dict.fromkeys(unknown))
+        return found
+
+    def job_polling(self, hook: VoucherifyHook) -> dict[str, Any]:
+        first = hook.extra("async_poll_seconds", 1.0)
+        return {
+            "first": first,
+            "longest": max(first, hook.extra("async_poll_max_seconds", 30.0)),
+            "timeout": hook.extra("async_timeout_seconds", 1800.0),
+        }
+
+    def max_jobs_in_flight(self, hook: VoucherifyHook) -> int:
+        # Voucherify runs bulk jobs (and order imports) one at a time per project, the others queued: ours
+        # wait there while we poll, so the queue never runs dry between two of our requests.
+        return hook.extra("max_jobs_in_flight", 10, int)
+
 
 class _VoucherifyBulkLoad(_VoucherifyLoad):
-    """Customers and products: ``bulk/async`` upserts by ``source_id`` (10 MB per request)."""
+    """Customers and products: ``bulk/async`` upserts by ``source_id``, as many records as 10 MB hold."""
 
-    batch_size = 1000
-    max_batch_bytes = 9_000_000
+    batch_size = None
+    delete_batch_size = 1000
 
     def send_upserts(self, hook: VoucherifyHook, batch: list[Planned], context: Any) -> str:
-        return hook.bulk_upsert(self.resource, _payloads(batch))
+        return hook.bulk_upsert(self.resource, json_array([p.payload for p in batch]))
 
 
 class VoucherifyCustomersOperator(_VoucherifyBulkLoad):
