@@ -11,10 +11,13 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
+# --compile-bytecode: every Airflow task runs in a new Python process, and where no .pyc can be written at
+# import (PYTHONDONTWRITEBYTECODE, a read-only venv) each one compiled ~4,000 modules again: importing
+# airflow.sdk, Great Expectations and pandas took 11.7 s instead of 6.9 s on 2 cores.
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check uv
-	$(VENV)/bin/uv pip sync --quiet --python $(PY) requirements.txt
+	$(VENV)/bin/uv pip sync --quiet --compile-bytecode --python $(PY) requirements.txt
 	@touch $(STAMP)
 
 demo: venv
