@@ -1,0 +1,143 @@
+"""Benchmark: the fixed cost of each task kind's process (extract, validate, load, report) over an empty task.
+
+What is measured
+    Every Airflow task runs in a new Python process. Before its callable does any work, that process imports
+    the task runner, loads the plugins (Airflow's plugins manager imports every ``.py`` file of the plugins
+    folder not excluded by its ``.airflowignore``), parses the DAG file and then imports what the callable
+    needs. For each task kind one fresh process (``python -c``, bytecode as the venv holds it) does exactly
+    that and nothing else; the figure is its wall time, best of ``--repeat`` runs:
+
+      * empty: task runner + plugins + DAG file (``dags/voucherify_sync.py``), as an empty ``@task`` pays;
+      * extract: plus the warehouse hook (DuckDB, pyarrow), the state store (SQLAlchemy), Jinja and a first
+        ``ObjectStoragePath``;
+      * validate: plus Great Expectations with its ephemeral context (``SuiteRunner``), pandas, numpy;
+      * load: plus the Voucherify hook's transport (requests), the ledger and staging;
+      * report: plus the ledger, staging and alerts.
+
+    The data work itself (0.3-0.5 s for a few hundred rows) is not included: this is the part of a small
+    task's time that does not depend on its rows.
+
+How to read it
+    ``over empty`` is each kind's figure minus the empty task's; the goal is at most 2 s. The JSON goes to
+    benchmarks/results/task_cost.json.
+
+    .venv/bin/python benchmarks/bench_task_cost.py [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+GOAL_SECONDS = 2.0
+
+PRELUDE = (
+    "import runpy\n"
+    "import airflow.sdk.execution_time.task_runner\n"
+    "from airflow.sdk.plugins_manager import integrate_macros_plugins\n"
+    "integrate_macros_plugins()\n"
+    "runpy.run_path({dag!r})\n"
+)
+
+KINDS = {
+    "empty": "",
+    "extract": (
+        "import jinja2, pyarrow.compute\n"
+        "from reverse_etl.extract import extract\n"
+        "from reverse_etl.store import open_store\n"
+        "from reverse_etl.warehouse import WarehouseHook\n"
+        "import duckdb\n"
+        "from reverse_etl.staging import sync_dir\n"
+        "sync_dir('d', 'r', 'e')\n"
+    ),
+    "validate": (
+        "import numpy, pyarrow, pyarrow.compute\n"
+        "from reverse_etl.ledger import Ledger\n"
+        "from reverse_etl.staging import sync_dir\n"
+        "from reverse_etl.validate import SuiteRunner, load_suite_config\n"
+        "config = load_suite_config('voucherify', 'customers')\n"
+        "SuiteRunner('customers', config['expectations'])\n"
+        "sync_dir('d', 'r', 'e')\n"
+    ),
+    "load": (
+        "import requests\n"
+        "from reverse_etl.hooks.voucherify import VoucherifyHook\n"
+        "from reverse_etl.ledger import Ledger\n"
+        "from reverse_etl.staging import iter_parquet, sync_dir\n"
+        "sync_dir('d', 'r', 'e')\n"
+    ),
+    "report": (
+        "from reverse_etl import alerts\n"
+        "from reverse_etl.ledger import run_reports\n"
+        "from reverse_etl.staging import prune, sync_dir\n"
+        "sync_dir('d', 'r', 'e')\n"
+    ),
+}
+
+
+def environment(home: Path) -> dict[str, str]:
+    sys.path.insert(0, str(REPO))
+    from sandbox.env import airflow_env
+
+    env = {**os.environ, **airflow_env(home)}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "plugins"), str(REPO)])
+    env["RETL_STAGING_URL"] = (home / "staging").as_uri()
+    env["GX_ANALYTICS_ENABLED"] = "False"
+    return env
+
+
+def time_kind(kind: str, env: dict[str, str], repeat: int) -> float:
+    code = PRELUDE.format(dag=str(REPO / "dags" / "voucherify_sync.py")) + KINDS[kind]
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        elapsed = time.monotonic() - started
+        if done.returncode:
+            raise SystemExit(f"{kind}: the task process failed:\n{done.stderr[-3000:]}")
+        best = min(best, elapsed)
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3, help="runs per kind; the best is kept")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-task-cost-") as tmp:
+        env = environment(Path(tmp))
+        seconds = {kind: time_kind(kind, env, args.repeat) for kind in KINDS}
+    empty = seconds["empty"]
+    figures = [{"what": "empty task process, s", "value": round(empty, 2), "baseline": None, "goal": None, "met": None}]
+    print(f"{'task':<10}{'seconds':>9}{'over empty':>12}  goal <= {GOAL_SECONDS:.0f} s over empty")
+    print(f"{'empty':<10}{empty:>9.2f}{'':>12}")
+    for kind, value in seconds.items():
+        if kind == "empty":
+            continue
+        over = value - empty
+        met = over <= GOAL_SECONDS
+        print(f"{kind:<10}{value:>9.2f}{over:>+12.2f}  {'met' if met else 'NOT met'}")
+        figures.append(
+            {
+                "what": f"{kind} fixed cost over an empty task, s",
+                "value": round(over, 2),
+                "baseline": round(empty, 2),
+                "goal": GOAL_SECONDS,
+                "met": met,
+            }
+        )
+    out = REPO / "benchmarks" / "results" / "task_cost.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"name": "task_cost", "figures": figures}, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {out.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
