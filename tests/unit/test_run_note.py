@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from reverse_etl.tasks import NOTE_LIMIT, format_note
 from tests.e2e.harness import note_table
 
@@ -90,3 +92,20 @@ def test_the_listener_adds_the_failed_tasks_the_report_could_not_name():
     full = "x" * NOTE_LIMIT
     noted = add_failures(full, ["export"])
     assert len(noted) == NOTE_LIMIT and noted.endswith("**Failed:** export: see its log.")
+
+
+@pytest.mark.parametrize("syntax", ["glob", "regexp"])
+def test_the_plugins_folder_yields_both_plugins_and_no_engine_module(syntax):
+    """plugins/.airflowignore keeps Airflow from importing reverse_etl/ file by file in every task process
+    (the SFTP provider among them); the run-notes listener is still found, through its top-level file."""
+    from pathlib import Path
+
+    from airflow._shared.plugins_manager.plugins_manager import _load_plugins_from_plugin_directory
+
+    folder = Path(__file__).resolve().parents[2] / "plugins"
+    plugins, errors = _load_plugins_from_plugin_directory(str(folder), ignore_file_syntax=syntax)
+    assert not errors
+    assert sorted(p.name for p in plugins) == ["reverse_etl_run_notes", "reverse_etl_ui"]
+    assert sorted(p.source.path for p in plugins) == ["retl_run_notes_plugin.py", "retl_ui_plugin.py"]
+    [notes] = [p for p in plugins if p.name == "reverse_etl_run_notes"]
+    assert [m.__name__ for m in notes.listeners] == ["reverse_etl.run_notes"]
