@@ -114,7 +114,15 @@ def main(argv: list[str] | None = None) -> int:
         env = environment(Path(tmp))
         seconds = {kind: time_kind(kind, env, args.repeat) for kind in KINDS}
     empty = seconds["empty"]
-    figures = [{"what": "empty task process, s", "value": round(empty, 2), "baseline": None, "goal": None, "met": None}]
+    figures = [
+        {
+            "what": "empty task process, s",
+            "value": round(empty, 2),
+            "baseline": None,
+            "goal": None,
+            "met": None,
+        }
+    ]
     print(f"{'task':<10}{'seconds':>9}{'over empty':>12}  goal <= {GOAL_SECONDS:.0f} s over empty")
     print(f"{'empty':<10}{empty:>9.2f}{'':>12}")
     for kind, value in seconds.items():
