@@ -10,10 +10,13 @@ broken upstream is noticed. Deleted rows only need a key: they skip the payload 
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
+import sys
 import time
+import types
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -60,11 +63,42 @@ def _expectation_problem(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+# Imported by ``import great_expectations`` for a few expectations only (KL divergence, KS tests) and used
+# inside their functions: about 1 s of every validate task's start (scipy.stats 0.6-0.9 s, altair 0.3 s).
+DEFERRED_GX_IMPORTS = ("scipy.stats", "altair")
+
+
+class _DeferredModule(types.ModuleType):
+    """Stands in ``sys.modules`` for a module until something reads one of its attributes, then imports
+    it and hands every attribute over: code that never touches it never pays its import."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.__spec__ = None  # read by every `import name`: found here without importing the module
+
+    def __getattr__(self, attr: str) -> Any:
+        real = self.__dict__.get("_real")
+        if real is None:
+            if sys.modules.get(self.__name__) is self:
+                del sys.modules[self.__name__]
+            real = self.__dict__["_real"] = importlib.import_module(self.__name__)
+        return getattr(real, attr)
+
+
+def defer_gx_imports() -> None:
+    """Before the first ``import great_expectations``: leave its rarely used heavy imports for later."""
+    if "great_expectations" in sys.modules:
+        return
+    for name in DEFERRED_GX_IMPORTS:
+        sys.modules.setdefault(name, _DeferredModule(name))
+
+
 class SuiteRunner:
     """A Great Expectations suite bound to an ephemeral context, reused for every chunk."""
 
     def __init__(self, name: str, expectations: list[dict], source: str | None = None):
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+        defer_gx_imports()
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
         from great_expectations.expectations.expectation_configuration import ExpectationConfiguration

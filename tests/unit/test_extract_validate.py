@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -226,3 +230,25 @@ def test_a_date_rule_on_a_column_of_another_type_names_the_rule_and_the_fix():
     frame = pa.table({"_key": ["a"], "ordered_at": pa.array([dt.datetime(2026, 10, 5)], pa.timestamp("us"))})
     with pytest.raises(ConfigError, match=r"could not run.*window_end_date"):
         runner.failures(frame.to_pandas(), suite_parameters(WINDOW.as_dict()))
+
+
+def test_gx_heavy_imports_wait_until_used():
+    """A validate task does not import scipy.stats and altair with Great Expectations (about 1 s of its
+    start); an expectation that needs them still gets the real modules on first use."""
+    repo = Path(__file__).resolve().parents[2]
+    code = """
+import sys
+import pandas as pd
+from reverse_etl.validate import SuiteRunner
+runner = SuiteRunner("s", [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "a"}}])
+failures = runner.failures(pd.DataFrame({"_key": ["1", "2"], "a": [1, None]}))
+assert list(failures) == [1], failures
+assert [type(sys.modules[n]).__name__ for n in ("scipy.stats", "altair")] == ["_DeferredModule"] * 2
+from scipy import stats
+import altair as alt
+assert round(stats.entropy([0.5, 0.5], [0.9, 0.1]), 3) == 0.511 and alt.Chart.__name__ == "Chart"
+assert type(sys.modules["scipy.stats"]).__name__ == "module"
+"""
+    env = {**os.environ, "PYTHONPATH": str(repo / "plugins"), "GX_ANALYTICS_ENABLED": "False"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=repo)
+    assert done.returncode == 0, done.stderr[-2000:]
