@@ -164,6 +164,19 @@ def _sqlite_path(url: str) -> str | None:
     return url.removeprefix("sqlite:///") if url.startswith("sqlite") else None
 
 
+# WAL lets parallel tasks read while one writes. synchronous=NORMAL in WAL: a commit is durable once the WAL
+# is synced at the next checkpoint; a power cut (not a crash of the process) can lose the last commits, never
+# corrupt the store, and a lost commit is a plan or answer the next run makes again (resume). The page cache
+# (64 MB) keeps a million-record ledger's indexes in memory while a load rewrites them; checkpoints every
+# 10,000 pages (40 MB of WAL instead of 4 MB) copy each hot page back once instead of ten times.
+SQLITE_PRAGMAS = (
+    "journal_mode=WAL",
+    "synchronous=NORMAL",
+    "cache_size=-65536",
+    "wal_autocheckpoint=10000",
+)
+
+
 def _create_engine(url: str, *, create: bool):
     from sqlalchemy import create_engine, event
 
@@ -182,10 +195,10 @@ def _create_engine(url: str, *, create: bool):
     engine = create_engine(url, creator=connect)  # the file URL keeps SQLAlchemy's file-database pooling
 
     @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn, _record):  # WAL lets parallel tasks read while one writes
+    def _pragmas(dbapi_conn, _record):
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
+        for pragma in SQLITE_PRAGMAS:
+            cur.execute(f"PRAGMA {pragma}")
         cur.close()
 
     return engine

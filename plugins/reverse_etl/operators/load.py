@@ -35,7 +35,7 @@ from reverse_etl.batching import Batcher, BodySize, JsonArraySize
 from reverse_etl.errors import VendorAuthError, VendorNotFound, VendorRejected, fail_fast
 from reverse_etl.jobs import Finished, InFlightJobs
 from reverse_etl.ledger import DELETE, DELETED, DELIVERED, FAILED, UPSERT, Ledger, Outcome, Planned
-from reverse_etl.payload import canonical_json, payload_hash, row_to_payload
+from reverse_etl.payload import row_to_payload, serialise
 from reverse_etl.tasks import skip_unless_selected
 
 log = logging.getLogger(__name__)
@@ -264,7 +264,7 @@ class SyncLoadOperator(BaseOperator):
                         counts["unchanged_skipped"] += 1
                         continue
                     payload = self.build_payload(row, context)
-                    digest = payload_hash(payload)
+                    text, digest = serialise(payload)
                     if (
                         not full_resync
                         and state.get("status") == DELIVERED
@@ -281,7 +281,7 @@ class SyncLoadOperator(BaseOperator):
                         counts["previously_failed"] += 1
                         continue
                     counts["to_send"] += 1
-                    planned.append(Planned(key, UPSERT, digest, canonical_json(payload)))
+                    planned.append(Planned(key, UPSERT, digest, text))
                     if preview is not None:
                         preview.write({"key": key, "payload": payload})
                 if planned and not dry_run:
