@@ -26,6 +26,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator
@@ -242,12 +243,29 @@ class SyncLoadOperator(BaseOperator):
             if dry_run
             else None
         )
+        # The store writes chunk N's plan on a thread while this one reads chunk N+1 and builds its payloads
+        # (SQLite and the PostgreSQL driver let go of the GIL while they work); chunk N+1 is looked up only
+        # once chunk N's plan is written, so a key seen twice reads its own plan, as one chunk at a time did.
+        writer = None if dry_run else ThreadPoolExecutor(1, thread_name_prefix="ledger-plan")
+        written = None
         try:
             for batch in iter_parquet(manifest["valid_path"], settings.chunk_rows()):
                 rows = batch.to_pylist()
+                built = (
+                    None
+                    if self.send_once  # built after the lookup: the delivered ones are never built
+                    else [
+                        None
+                        if row.get("_deleted") or row["_key"] in self._dry_run_held
+                        else self._serialised(row, context)
+                        for row in rows
+                    ]
+                )
+                if written is not None:
+                    written.result()
                 known = ledger.lookup([r["_key"] for r in rows])
                 planned: list[Planned] = []
-                for row in rows:
+                for i, row in enumerate(rows):
                     key = row["_key"]
                     state = known.get(key, {})
                     if row.get("_deleted"):
@@ -263,8 +281,7 @@ class SyncLoadOperator(BaseOperator):
                     if key in self._dry_run_held:  # reconcile in a dry run: the vendor holds it
                         counts["unchanged_skipped"] += 1
                         continue
-                    payload = self.build_payload(row, context)
-                    text, digest = serialise(payload)
+                    payload, text, digest = built[i] if built else self._serialised(row, context)
                     if (
                         not full_resync
                         and state.get("status") == DELIVERED
@@ -284,9 +301,13 @@ class SyncLoadOperator(BaseOperator):
                     planned.append(Planned(key, UPSERT, digest, text))
                     if preview is not None:
                         preview.write({"key": key, "payload": payload})
-                if planned and not dry_run:
-                    ledger.plan(planned)
+                if planned and writer is not None:
+                    written = writer.submit(ledger.plan, planned)
+            if written is not None:
+                written.result()
         finally:
+            if writer is not None:
+                writer.shutdown(wait=True)  # a failing chunk still lets the previous chunk's plan finish
             if preview is not None:
                 preview.close()
                 counts["dry_run_payloads"] = str(preview.path)
@@ -298,6 +319,10 @@ class SyncLoadOperator(BaseOperator):
             counts["to_delete"],
             counts["unchanged_skipped"],
         )
+
+    def _serialised(self, row: dict, context: Any) -> tuple[dict, str, str]:
+        payload = self.build_payload(row, context)
+        return (payload, *serialise(payload))
 
     def _reconcile(
         self, hook: Any, ledger: Ledger, manifest: dict, counts: dict, context: Any, *, dry_run: bool
