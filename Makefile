@@ -37,6 +37,7 @@ bench: venv
 	$(PY) benchmarks/bench_batches.py
 	$(PY) benchmarks/bench_splio.py
 	$(PY) benchmarks/bench_ui.py
+	$(PY) benchmarks/bench_ledger.py
 	$(PY) benchmarks/bench_task_cost.py
 
 lint: venv

@@ -50,16 +50,19 @@ def _column(column: str) -> tuple[tuple[str, ...], str, bool] | None:
     return tuple(parents), leaf, is_json
 
 
+@functools.lru_cache(maxsize=256)
+def _layout(columns: tuple[str, ...]) -> tuple[tuple[str, tuple[str, ...], str, bool], ...]:
+    """The payload columns of a row shape, in order, with where each goes: the rows of a chunk share one."""
+    return tuple((column, *where) for column in columns if (where := _column(column)) is not None)
+
+
 def row_to_payload(row: dict) -> dict:
     """Nest ``a__b`` columns, drop meta columns and NULLs, make dates JSON-ready."""
     payload: dict[str, Any] = {}
-    for column, value in row.items():
+    for column, parents, leaf, is_json in _layout(tuple(row)):
+        value = row[column]
         if value is None:
             continue
-        where = _column(column)
-        if where is None:
-            continue
-        parents, leaf, is_json = where
         if is_json and isinstance(value, str):
             value = json.loads(value)
         target = payload

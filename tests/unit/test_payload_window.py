@@ -3,7 +3,7 @@ import datetime as dt
 import pytest
 
 from reverse_etl.errors import ConfigError
-from reverse_etl.payload import payload_hash, row_to_payload
+from reverse_etl.payload import canonical_json, payload_hash, row_to_payload, serialise
 from reverse_etl.window import resolve_window
 
 
@@ -28,6 +28,37 @@ def test_row_to_payload_nests_drops_meta_and_nulls():
         "created_at": "2026-01-02T03:04:05Z",
         "items": [{"quantity": 2}],
     }
+
+
+def test_payload_text_and_hash_are_those_of_earlier_versions():
+    """The ledger compares these hashes with the ones it stored: a change in the text (a faster path, a
+    float or a date written otherwise) would make every record look changed and send it again."""
+    row = {
+        "_key": "1",
+        "source_id": "1",
+        "name": "Zoë",
+        "address__city": "Kraków",
+        "metadata__points": 3,
+        "metadata__score": 1.5,
+        "metadata__vip": True,
+        "created_at": dt.datetime(2026, 1, 2, 3, 4, 5, 600),
+        "updated_at": dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=1))),
+        "items__json": '[{"quantity": 2, "note": null}]',
+    }
+    payload = row_to_payload(row)
+    text, digest = serialise(payload)
+    assert (
+        text
+        == canonical_json(payload)
+        == (
+            '{"address":{"city":"Kraków"},"created_at":"2026-01-02T03:04:05.000600Z","items":[{"quantity":2}],'
+            '"metadata":{"points":3,"score":1.5,"vip":true},"name":"Zoë","source_id":"1",'
+            '"updated_at":"2026-01-02T02:04:05Z"}'
+        )
+    )
+    assert (
+        digest == payload_hash(payload) == "a83a3e8ebbaf362db9927b21fc003f078c7f685f1b61a4397a60a23c71fc7147"
+    )
 
 
 def test_payload_hash_ignores_key_order_but_not_values():
