@@ -45,6 +45,11 @@ for _path in (str(REPO / "plugins"), str(REPO), str(REPO / "benchmarks")):
 
 GOAL_SECONDS = 30.0
 SCENARIOS = ("first", "rerun_unchanged", "rerun_10pct_changed")
+LABELS = {
+    "first": "first load",
+    "rerun_unchanged": "rerun, unchanged",
+    "rerun_10pct_changed": "rerun, 10 % changed",
+}
 BASELINE_DDL = """
 CREATE TABLE baseline_ledger (
     destination VARCHAR(64) NOT NULL, entity VARCHAR(64) NOT NULL, record_key VARCHAR(255) NOT NULL,
@@ -294,7 +299,7 @@ def main() -> int:
                 met = seconds <= GOAL_SECONDS if args.records >= 1_000_000 else None
                 figures.append(
                     figure(
-                        f"{store}: plan + record {args.records:,} records, {scenario.replace('_', ' ')}",
+                        f"{store}: plan + record {args.records:,} records, {LABELS[scenario]}",
                         seconds,
                         unit="s",
                         baseline=baseline,
