@@ -15,7 +15,7 @@ import pytest
 from reverse_etl.errors import ConfigError, RejectedShareExceeded
 from reverse_etl.extract import extract
 from reverse_etl.ledger import record_history
-from reverse_etl.staging import iter_parquet
+from reverse_etl.staging import iter_parquet, iter_valid
 from reverse_etl.validate import validate
 from reverse_etl.window import Window
 from sandbox.env import conn_json
@@ -68,7 +68,7 @@ def test_validate_quarantines_with_reasons_and_keeps_newest_duplicate(wired):
             "SELECT customer_id FROM customers GROUP BY customer_id HAVING count(*) > 1"
         ).fetchall()
     }
-    valid = [row for b in iter_parquet(manifest["valid_path"], 1000) for row in b.to_pylist()]
+    valid = [row for b in iter_valid(manifest, 1000) for row in b.to_pylist()]
     keys = [row["_key"] for row in valid]
     assert len(keys) == len(set(keys)), "a key survives validation at most once"
     newest = dict(
