@@ -186,35 +186,54 @@ class SuiteRunner:
                     "Fix the suite or the mapping."
                 )
 
-    def failures(self, frame, parameters: dict | None = None, index=None) -> dict[int, list[dict]]:
-        """Row index -> failed expectations (type, column, value) for one chunk. ``parameters`` fill the
-        suite's ``{"$PARAMETER": name}`` values (see ``suite_parameters``).
+    def failures(self, frame, parameters: dict | None = None) -> dict[int, list[dict]]:
+        """Row index -> failed expectations (type, column, value) for one pandas frame. ``parameters`` fill
+        the suite's ``{"$PARAMETER": name}`` values (see ``suite_parameters``)."""
+        found: list[tuple[int, int, dict]] = []
+        for group in self.groups:
+            columns = group[0]
+            part = frame[[c for c in columns if c in frame.columns]] if columns else frame
+            found.extend(self._run(group, part, parameters))
+        return _by_row(found)
 
-        ``frame`` is a pandas frame, or an Arrow table/batch with ``index`` (its row labels): then only the
-        columns each sub-suite reads are converted to pandas, one sub-suite at a time.
+    def file_failures(
+        self, url: str, parameters: dict | None, block_rows: int, table_rows: int
+    ) -> dict[int, list[dict]]:
+        """Row position -> failed expectations for a staged Parquet file, deleted rows skipped.
+
+        One column group at a time, reading only its columns in blocks of ``block_rows``: memory holds one
+        block of a few columns, and GX's fixed cost per expectation and call (it rebuilds its metric graph,
+        about 7 ms) is paid per block, not per chunk. Expectations on no column see every column, in
+        blocks of ``table_rows``.
         """
-        arrow = not hasattr(frame, "loc")
-        found: list[tuple[int, Any, Any]] = []  # (suite ordinal, GX result, the frame it ran on)
-        for columns, ordinals, suite in self.groups:
-            present = [c for c in columns if c in frame.column_names] if arrow else None
-            if arrow:
-                part = (frame.select(present) if columns else frame).to_pandas()
-                part.index = index
-            else:
-                part = frame[[c for c in columns if c in frame.columns]] if columns else frame
-            batch = self._batch_definition.get_batch(batch_parameters={"dataframe": part})
-            result = batch.validate(
-                suite, result_format=RESULT_FORMAT, expectation_parameters=parameters or {}
-            )
-            for item in result.results:
-                self._raise_if_broken(item)
-            if len(result.results) != len(ordinals):
-                raise RuntimeError(
-                    f"GX returned {len(result.results)} results for {len(ordinals)} expectations"
-                )
-            found.extend((o, item, part) for o, item in zip(ordinals, result.results, strict=True))
-        failed: dict[int, list[dict]] = {}
-        for _, item, part in sorted(found, key=lambda f: f[0]):
+        from reverse_etl.staging import iter_parquet
+
+        found: list[tuple[int, int, dict]] = []
+        for group in self.groups:
+            columns = group[0]
+            read = list(dict.fromkeys([*columns, "_deleted"])) if columns else None
+            offset = 0
+            for batch in iter_parquet(url, block_rows if columns else table_rows, columns=read):
+                live = _live_positions(batch)
+                if len(live):
+                    table = batch if len(live) == batch.num_rows else batch.take(live)
+                    part = (table.select(list(columns)) if columns else table).to_pandas()
+                    part.index = live + offset
+                    found.extend(self._run(group, part, parameters))
+                offset += batch.num_rows
+        return _by_row(found)
+
+    def _run(self, group: tuple, part, parameters: dict | None) -> list[tuple[int, int, dict]]:
+        """One GX sub-suite on one pandas frame: ``(row, suite ordinal, failure)`` per broken rule."""
+        _, ordinals, suite = group
+        batch = self._batch_definition.get_batch(batch_parameters={"dataframe": part})
+        result = batch.validate(suite, result_format=RESULT_FORMAT, expectation_parameters=parameters or {})
+        for item in result.results:
+            self._raise_if_broken(item)
+        if len(result.results) != len(ordinals):
+            raise RuntimeError(f"GX returned {len(result.results)} results for {len(ordinals)} expectations")
+        found = []
+        for ordinal, item in zip(ordinals, result.results, strict=True):
             if item.success:
                 continue
             config = item.expectation_config
@@ -223,11 +242,15 @@ class SuiteRunner:
             # One lookup per expectation: a row-by-row ``frame.at`` dominated when many rows fail.
             values = part[column].loc[indexes].tolist() if isinstance(column, str) else [None] * len(indexes)
             rule = (config.meta or {}).get("rule")
-            for row, value in zip(indexes, values, strict=True):
-                failed.setdefault(int(row), []).append(
-                    {"expectation": config.type, "column": column, "value": _jsonable(value), "rule": rule}
+            found.extend(
+                (
+                    int(row),
+                    ordinal,
+                    {"expectation": config.type, "column": column, "value": _jsonable(value), "rule": rule},
                 )
-        return failed
+                for row, value in zip(indexes, values, strict=True)
+            )
+        return found
 
     def _raise_if_broken(self, item) -> None:
         """A result that could not run, or that cannot name rows, is a suite problem: say which."""
@@ -247,6 +270,22 @@ class SuiteRunner:
                 "row-level (column map) expectations can quarantine rows (a date rule whose bounds are "
                 "date-time text on a DATE column, or date text on a TIMESTAMP column, also ends here)."
             )
+
+
+def _by_row(found: list[tuple[int, int, dict]]) -> dict[int, list[dict]]:
+    """Row -> its failures in the suite's order, whichever sub-suite found them."""
+    failed: dict[int, list[dict]] = {}
+    for row, _, failure in sorted(found, key=lambda f: (f[0], f[1])):
+        failed.setdefault(row, []).append(failure)
+    return failed
+
+
+def _live_positions(batch):
+    """Positions (in the batch) of the rows that are not soft-deleted: deleted rows skip the suite."""
+    import numpy as np
+
+    deleted = batch.column("_deleted").fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
+    return np.flatnonzero(~deleted)
 
 
 def _raised(info: dict | None) -> str | None:
@@ -288,6 +327,12 @@ def suite_parameters(window: dict | None) -> dict[str, str]:
 def _jsonable(value: Any) -> Any:
     if value is None:
         return None
+    if type(value) in (
+        str,
+        int,
+        bool,
+    ):  # most failing values: skip pandas' isna (a third of a second per 20k)
+        return value
     try:
         import pandas as pd
 
@@ -353,10 +398,10 @@ def superseded_rows(url: str, key: str = "_key", updated: str = "_updated_at") -
     return {int(pos): str(k) for pos, k in rows}
 
 
-# Validate reads this many chunks (``RETL_CHUNK_ROWS``) at a time. Great Expectations pays about 7 ms per
-# expectation per call whatever the rows (it rebuilds its metric graph), so 100,000-row blocks take 30% less
-# than 50,000; a block costs its Arrow rows plus one column group in pandas at a time, so memory stays flat.
-BLOCK_CHUNKS = 2
+# Great Expectations runs over blocks of this many chunks (``RETL_CHUNK_ROWS``), one column group at a time:
+# its cost per call is about 7 ms per expectation whatever the rows, and a block of one or two columns is
+# small (500,000 rows of a text column: about 10 MB in Arrow, a few times that while GX filters it).
+BLOCK_CHUNKS = 10
 
 
 def validate(
@@ -377,9 +422,10 @@ def validate(
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
+    import pyarrow.parquet as pq
 
     from reverse_etl.ledger import Ledger
-    from reverse_etl.staging import JsonLinesSink, iter_parquet, sync_dir, write_positions
+    from reverse_etl.staging import JsonLinesSink, as_path, iter_parquet, sync_dir, write_positions
 
     started = time.monotonic()
     destination, entity = extract_manifest["destination"], extract_manifest["entity"]
@@ -402,8 +448,15 @@ def validate(
         config["expectations"],
         settings.shown(suite_path(destination, entity)),
     )
+    with as_path(extract_manifest["path"]).open("rb") as handle:
+        names = pq.ParquetFile(handle).schema_arrow.names
+    runner.check_columns(names, settings.shown(sql_path(destination, entity)))
     parameters = suite_parameters(extract_manifest.get("window"))
     superseded = superseded_rows(extract_manifest["path"])
+    # The suite's verdicts first (only the failing rows are kept), then one pass in chunks over whole rows.
+    failed = runner.file_failures(extract_manifest["path"], parameters, chunk_rows * BLOCK_CHUNKS, chunk_rows)
+    failed_rows = sorted(failed)
+    next_failed = 0
     folder = sync_dir(dag_id, run_id, entity)
     ledger = Ledger(destination, entity, run_id)
     offset = 0
@@ -411,21 +464,12 @@ def validate(
     rejected_deletes = 0
     broken: Counter[tuple[str, str]] = Counter()  # (rule, column) -> rows that broke it
     with JsonLinesSink(folder / "quarantine.jsonl") as quarantine:
-        for batch in iter_parquet(extract_manifest["path"], chunk_rows * BLOCK_CHUNKS):
-            if offset == 0:
-                runner.check_columns(batch.schema.names, settings.shown(sql_path(destination, entity)))
+        for batch in iter_parquet(extract_manifest["path"], chunk_rows):
             size = batch.num_rows
-            deleted = batch.column("_deleted").fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
-            live = np.flatnonzero(~deleted)
-            failures = (
-                runner.failures(
-                    batch if len(live) == size else batch.filter(pa.array(~deleted)),
-                    parameters,
-                    index=live + offset,
-                )
-                if len(live)
-                else {}
-            )
+            failures = {}
+            while next_failed < len(failed_rows) and failed_rows[next_failed] < offset + size:
+                failures[failed_rows[next_failed]] = failed.pop(failed_rows[next_failed])
+                next_failed += 1
             for position, key in superseded.items():
                 if offset <= position < offset + size:
                     failures.setdefault(position, []).append(
