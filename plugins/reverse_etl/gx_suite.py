@@ -125,7 +125,9 @@ class SuiteRunner:
         self.name = name
         by_columns: dict[tuple[str, ...], list[int]] = {}
         for ordinal, config in enumerate(configs):
-            by_columns.setdefault(_named_columns(config.kwargs), []).append(ordinal)
+            # A row_condition reads columns of its own: such an expectation sees the whole frame.
+            reads = () if config.kwargs.get("row_condition") else _named_columns(config.kwargs)
+            by_columns.setdefault(reads, []).append(ordinal)
         # (columns, suite ordinals, GX sub-suite); no columns (a table expectation) means the whole frame.
         self.groups = [
             (

@@ -317,3 +317,32 @@ def test_sub_suites_give_the_suites_results_in_its_order(tmp_path):
     }
     live = table.slice(0, 4).to_pandas()
     assert runner.failures(live) == failed
+
+
+def test_a_row_condition_sees_the_columns_it_names(tmp_path):
+    """An expectation with a row_condition reads another column than its own: it runs on whole rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from reverse_etl.validate import SuiteRunner
+
+    runner = SuiteRunner(
+        "t",
+        [
+            {
+                "type": "expect_column_values_to_not_be_null",
+                "kwargs": {"column": "phone", "row_condition": 'country=="PL"', "condition_parser": "pandas"},
+            }
+        ],
+    )
+    table = pa.table(
+        {
+            "_key": ["a", "b", "c"],
+            "_deleted": [False, False, False],
+            "country": ["PL", "DE", "PL"],
+            "phone": [None, None, "+48600123456"],
+        }
+    )
+    pq.write_table(table, tmp_path / "r.parquet")
+    failed = runner.file_failures((tmp_path / "r.parquet").as_uri(), None, block_rows=2, table_rows=2)
+    assert list(failed) == [0]
