@@ -305,7 +305,7 @@ def test_sub_suites_give_the_suites_results_in_its_order(tmp_path):
         }
     )
     pq.write_table(table, tmp_path / "s.parquet", row_group_size=2)
-    failed = runner.file_failures((tmp_path / "s.parquet").as_uri(), None, block_rows=2, table_rows=2)
+    failed = runner.file_failures((tmp_path / "s.parquet").as_uri(), None, block_rows=2)
     assert {row: [(f["expectation"], f["column"], f["value"]) for f in fs] for row, fs in failed.items()} == {
         1: [
             ("expect_column_values_to_be_in_set", "b", "yy"),
@@ -344,5 +344,5 @@ def test_a_row_condition_sees_the_columns_it_names(tmp_path):
         }
     )
     pq.write_table(table, tmp_path / "r.parquet")
-    failed = runner.file_failures((tmp_path / "r.parquet").as_uri(), None, block_rows=2, table_rows=2)
+    failed = runner.file_failures((tmp_path / "r.parquet").as_uri(), None, block_rows=2)
     assert list(failed) == [0]
