@@ -1,7 +1,7 @@
 """Benchmark: build and upload the Splio Referral CSV for 100k and 1M referral contacts.
 
-For each size, a child process writes the validated rows (``valid.parquet``, as the validate task leaves
-them) and a fresh child process runs ``SplioReferralUploadOperator``'s own steps on them: build the CSV
+For each size, a child process writes the validated rows (a Parquet file with no rejected positions, read
+through ``staging.iter_valid`` as after the validate task) and a fresh child process runs ``SplioReferralUploadOperator``'s own steps on them: build the CSV
 parts (200,000 lines each), upload them with ``SplioSFTPHook`` to the SFTP sandbox (asyncssh, loopback, in
 this parent process), and record every delivery in the SQLite ledger. It reports seconds per step, rows
 per second, megabytes sent, and the peak RSS of the measuring process over its baseline after imports

@@ -272,7 +272,7 @@ def run_command(
 
     from reverse_etl import settings
     from reverse_etl.extract import extract
-    from reverse_etl.staging import JsonLinesSink, iter_parquet, sync_dir
+    from reverse_etl.staging import JsonLinesSink, iter_valid, sync_dir
     from reverse_etl.validate import validate
     from reverse_etl.window import resolve_window
 
@@ -307,9 +307,8 @@ def run_command(
     chunk = settings.chunk_rows()
 
     def chunks() -> Iterable[list[dict]]:
-        if manifest.get("valid_path"):
-            for batch in iter_parquet(manifest["valid_path"], chunk):
-                yield batch.to_pylist()
+        for batch in iter_valid(manifest, chunk):
+            yield batch.to_pylist()
 
     resend_path = sync_dir("reconcile", run_id, entity) / "resend.jsonl"
     status = "success"

@@ -71,6 +71,48 @@ def iter_parquet(url: str, batch_rows: int, columns: list[str] | None = None) ->
         yield from reader.iter_batches(batch_size=batch_rows, columns=columns)
 
 
+def write_positions(path: ObjectStoragePath, positions: list[int]) -> ObjectStoragePath:
+    """Row positions (ascending) of a staged file, as a one-column Parquet file: the rows a reader skips."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with path.open("wb") as handle:
+        pq.write_table(pa.table({"row": pa.array(positions, pa.int64())}), handle)
+    return path
+
+
+def iter_valid(manifest: dict, batch_rows: int, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """The rows validate let through, batch by batch: ``valid_path`` (the staged extract) without the
+    positions in ``rejected_rows_path``. Every reader of a validate manifest goes through here."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not manifest.get("valid_path"):
+        return
+    skip = np.empty(0, dtype=np.int64)
+    if manifest.get("rejected_rows_path"):
+        with as_path(manifest["rejected_rows_path"]).open("rb") as handle:
+            skip = np.sort(pq.read_table(handle).column("row").to_numpy())
+    offset = 0
+    for batch in iter_parquet(manifest["valid_path"], batch_rows, columns=columns):
+        size = batch.num_rows
+        low, high = np.searchsorted(skip, [offset, offset + size])
+        if high > low:
+            keep = np.ones(size, dtype=bool)
+            keep[skip[low:high] - offset] = False
+            batch = batch.filter(pa.array(keep))
+        offset += size
+        if batch.num_rows:
+            yield batch
+
+
+# Staged files live an hour or a day and are read many times (validate reads each column group once): LZ4
+# writes 1M customers in 0.85 s and reads them in 0.23-0.26 s, against zstd's 0.98 s and 0.27-0.28 s
+# (snappy 0.87 / 0.28 s), for a file 1.46x the size (73 MB vs 50 MB). Measured 2026-12-01, best of 3.
+COMPRESSION = "lz4"
+
+
 class ParquetSink:
     """Appends record batches to one Parquet file; created lazily so an empty delta still gets a file."""
 
@@ -80,7 +122,7 @@ class ParquetSink:
         self.path = path
         self.rows = 0
         self._handle = path.open("wb")
-        self._writer = pq.ParquetWriter(self._handle, schema, compression="zstd")
+        self._writer = pq.ParquetWriter(self._handle, schema, compression=COMPRESSION)
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
         if batch.num_rows:

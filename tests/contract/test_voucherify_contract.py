@@ -23,7 +23,7 @@ from reverse_etl.operators.voucherify import (
     VoucherifyOrdersOperator,
     VoucherifyProductsOperator,
 )
-from reverse_etl.staging import iter_parquet
+from reverse_etl.staging import iter_valid
 from reverse_etl.validate import validate
 from reverse_etl.window import Window
 from sandbox.env import REPO, SANDBOX_APP_ID, SANDBOX_APP_TOKEN, conn_json
@@ -137,7 +137,7 @@ def payloads(operator, entity: str, params: dict | None = None) -> list[dict]:
     context = {"params": params or {}}
     return [
         operator.build_payload(row, context)
-        for batch in iter_parquet(manifest["valid_path"], 1000)
+        for batch in iter_valid(manifest, 1000)
         for row in batch.to_pylist()
         if not row["_deleted"]
     ]

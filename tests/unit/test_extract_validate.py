@@ -15,7 +15,7 @@ import pytest
 from reverse_etl.errors import ConfigError, RejectedShareExceeded
 from reverse_etl.extract import extract
 from reverse_etl.ledger import record_history
-from reverse_etl.staging import iter_parquet
+from reverse_etl.staging import iter_parquet, iter_valid
 from reverse_etl.validate import validate
 from reverse_etl.window import Window
 from sandbox.env import conn_json
@@ -68,9 +68,13 @@ def test_validate_quarantines_with_reasons_and_keeps_newest_duplicate(wired):
             "SELECT customer_id FROM customers GROUP BY customer_id HAVING count(*) > 1"
         ).fetchall()
     }
-    valid = [row for b in iter_parquet(manifest["valid_path"], 1000) for row in b.to_pylist()]
+    valid = [row for b in iter_valid(manifest, 1000) for row in b.to_pylist()]
     keys = [row["_key"] for row in valid]
     assert len(keys) == len(set(keys)), "a key survives validation at most once"
+    assert len(valid) == manifest["valid"]
+    broken = {line["record_key"] for line in lines if "superseded" not in line["reason"]}
+    assert broken and not broken & set(keys), "a row that broke a rule is not read as valid"
+    assert manifest["valid_path"] == extracted["path"], "no second copy of the valid rows"
     newest = dict(
         con.execute(
             "SELECT CAST(customer_id AS VARCHAR), max(updated_at) FROM customers GROUP BY customer_id"
@@ -252,3 +256,93 @@ assert type(sys.modules["scipy.stats"]).__name__ == "module"
     env = {**os.environ, "PYTHONPATH": str(repo / "plugins"), "GX_ANALYTICS_ENABLED": "False"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=repo)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_iter_valid_skips_the_rejected_positions_across_batches(tmp_path):
+    """The load reads the staged extract without validate's rejected positions, whatever its batch size
+    and columns; a manifest without rejected rows reads every row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from reverse_etl.staging import as_path, write_positions
+
+    pq.write_table(
+        pa.table({"_key": [str(i) for i in range(10)], "n": list(range(10))}), tmp_path / "x.parquet"
+    )
+    skip = write_positions(as_path((tmp_path / "skip.parquet").as_uri()), [0, 3, 4, 9])
+    manifest = {"valid_path": (tmp_path / "x.parquet").as_uri(), "rejected_rows_path": str(skip)}
+    for rows in (1, 3, 4, 100):
+        got = [r["n"] for b in iter_valid(manifest, rows, columns=["n"]) for r in b.to_pylist()]
+        assert got == [1, 2, 5, 6, 7, 8], rows
+    del manifest["rejected_rows_path"]
+    assert sum(b.num_rows for b in iter_valid(manifest, 3)) == 10
+    assert list(iter_valid({"valid_path": None}, 3)) == []
+
+
+def test_sub_suites_give_the_suites_results_in_its_order(tmp_path):
+    """Column groups run as separate GX sub-suites: a row's failures still come in the suite's order, the
+    file pass skips deleted rows, and it finds what the one-frame run finds."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from reverse_etl.validate import SuiteRunner
+
+    runner = SuiteRunner(
+        "t",
+        [
+            {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "b", "value_set": ["x"]}},
+            {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "a"}},
+            {"type": "expect_column_value_lengths_to_be_between", "kwargs": {"column": "b", "max_value": 1}},
+        ],
+    )
+    assert [g[0] for g in runner.groups] == [("_key",), ("b",), ("a",)]
+    table = pa.table(
+        {
+            "_key": ["k0", "k1", None, "k3", "k4"],
+            "_deleted": [False, False, False, False, True],
+            "a": [1, None, 3, None, None],
+            "b": ["x", "yy", "x", "x", "zz"],
+        }
+    )
+    pq.write_table(table, tmp_path / "s.parquet", row_group_size=2)
+    failed = runner.file_failures((tmp_path / "s.parquet").as_uri(), None, block_rows=2)
+    assert {row: [(f["expectation"], f["column"], f["value"]) for f in fs] for row, fs in failed.items()} == {
+        1: [
+            ("expect_column_values_to_be_in_set", "b", "yy"),
+            ("expect_column_values_to_not_be_null", "a", None),
+            ("expect_column_value_lengths_to_be_between", "b", "yy"),
+        ],
+        2: [("expect_column_values_to_not_be_null", "_key", None)],
+        3: [("expect_column_values_to_not_be_null", "a", None)],
+    }
+    live = table.slice(0, 4).to_pandas()
+    assert runner.failures(live) == failed
+
+
+def test_a_row_condition_sees_the_columns_it_names(tmp_path):
+    """An expectation with a row_condition reads another column than its own: it runs on whole rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from reverse_etl.validate import SuiteRunner
+
+    runner = SuiteRunner(
+        "t",
+        [
+            {
+                "type": "expect_column_values_to_not_be_null",
+                "kwargs": {"column": "phone", "row_condition": 'country=="PL"', "condition_parser": "pandas"},
+            }
+        ],
+    )
+    table = pa.table(
+        {
+            "_key": ["a", "b", "c"],
+            "_deleted": [False, False, False],
+            "country": ["PL", "DE", "PL"],
+            "phone": [None, None, "+48600123456"],
+        }
+    )
+    pq.write_table(table, tmp_path / "r.parquet")
+    failed = runner.file_failures((tmp_path / "r.parquet").as_uri(), None, block_rows=2)
+    assert list(failed) == [0]

@@ -234,7 +234,7 @@ class SyncLoadOperator(BaseOperator):
         self, ledger: Ledger, manifest: dict, counts: dict, context: Any, *, dry_run: bool, full_resync: bool
     ) -> None:
         """Decide per valid row: unchanged (skip), upsert or delete; persist the plan unless dry run."""
-        from reverse_etl.staging import JsonLinesSink, as_path, iter_parquet
+        from reverse_etl.staging import JsonLinesSink, as_path, iter_valid
 
         if not manifest.get("valid_path"):
             return
@@ -249,7 +249,7 @@ class SyncLoadOperator(BaseOperator):
         writer = None if dry_run else ThreadPoolExecutor(1, thread_name_prefix="ledger-plan")
         written = None
         try:
-            for batch in iter_parquet(manifest["valid_path"], settings.chunk_rows()):
+            for batch in iter_valid(manifest, settings.chunk_rows()):
                 rows = batch.to_pylist()
                 built = (
                     None
@@ -332,7 +332,7 @@ class SyncLoadOperator(BaseOperator):
         from airflow.sdk.exceptions import AirflowFailException
 
         from reverse_etl import reconcile
-        from reverse_etl.staging import iter_parquet
+        from reverse_etl.staging import iter_valid
 
         name = f"{self.destination}.{self.entity}"
         if not self.can_read_back:
@@ -349,7 +349,7 @@ class SyncLoadOperator(BaseOperator):
             self,
             hook,
             ledger,
-            lambda: (batch.to_pylist() for batch in iter_parquet(manifest["valid_path"], chunk)),
+            lambda: (batch.to_pylist() for batch in iter_valid(manifest, chunk)),
             context,
             dry_run=dry_run,
             # A dry run records nothing: its plan leaves the held records out of the preview instead.

@@ -180,7 +180,7 @@ class SplioReferralUploadOperator(BaseOperator):
 
         from reverse_etl import settings
         from reverse_etl.csvfile import CsvParts
-        from reverse_etl.staging import iter_parquet, sync_dir
+        from reverse_etl.staging import iter_valid, sync_dir
 
         if not manifest.get("valid_path") or not manifest.get("valid"):
             return []
@@ -193,7 +193,7 @@ class SplioReferralUploadOperator(BaseOperator):
         for old in folder.glob("part-*"):
             old.unlink()  # a retry rebuilds the parts from scratch
         writer = None
-        for batch in iter_parquet(manifest["valid_path"], settings.chunk_rows()):
+        for batch in iter_valid(manifest, settings.chunk_rows()):
             if writer is None:
                 columns = [c for c in batch.schema.names if not c.startswith("_")]
                 writer = CsvParts(
@@ -235,12 +235,10 @@ class SplioReferralUploadOperator(BaseOperator):
     def _record_delivery(self, ledger: Ledger, manifest: dict, names: list[str], rows_per_part: int) -> int:
         """Every row that went up is delivered, with the file it went in (rows fill the parts in order)."""
         from reverse_etl import settings
-        from reverse_etl.staging import iter_parquet
+        from reverse_etl.staging import iter_valid
 
         sent = 0
-        for batch in iter_parquet(
-            manifest["valid_path"], settings.chunk_rows(), columns=["_key", "_deleted"]
-        ):
+        for batch in iter_valid(manifest, settings.chunk_rows(), columns=["_key", "_deleted"]):
             pairs = zip(batch.column("_key").to_pylist(), batch.column("_deleted").to_pylist(), strict=True)
             keys = [str(key) for key, deleted in pairs if not deleted]
             if not keys:
