@@ -9,6 +9,7 @@ whether the goal is met (``None`` when the figure has no goal). ``make bench`` p
 from __future__ import annotations
 
 import json
+import math
 import platform
 import time
 from pathlib import Path
@@ -147,7 +148,7 @@ def show(value: Any, unit: str = "") -> str:
     elif isinstance(value, int):
         text = f"{value:,}"
     else:
-        digits = 0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2 if abs(value) >= 0.1 else 3
+        digits = min(6, max(0, 2 - math.floor(math.log10(abs(value))))) if value else 0
         text = f"{value:,.{digits}f}"
     return f"{text} {unit}" if unit and unit != "%" else f"{text}{unit}"
 
