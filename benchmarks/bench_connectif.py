@@ -280,6 +280,7 @@ def figures(rows: list[dict]) -> list[dict]:
                     unit="%",
                     goal="> 95 %" if real else None,
                     met=r["utilisation"] > 0.95 if real else None,
+                    headline=real,
                 )
             )
     if one_by_one:

@@ -211,13 +211,13 @@ def figures(results: list[dict]) -> list[dict]:
     small, big = results[0], results[-1]
     out.append(
         figure(
-            f"Splio Referral upload, peak memory over the baseline at {big['rows']:,} rows "
-            f"(baseline: at {small['rows']:,})",
+            f"Splio Referral, peak memory at {big['rows']:,} rows (baseline: {small['rows']:,})",
             round(big["peak_mb"], 1),
             unit="MB",
             baseline=round(small["peak_mb"], 1),
             goal=f"<= {MEMORY_GOAL:g} x the baseline" if len(results) > 1 else None,
             met=big["peak_mb"] <= MEMORY_GOAL * max(small["peak_mb"], 1) if len(results) > 1 else None,
+            headline=len(results) > 1,
         )
     )
     return out

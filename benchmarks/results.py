@@ -26,9 +26,11 @@ def figure(
     baseline: Any = None,
     goal: str | None = None,
     met: bool | None = None,
+    headline: bool = False,
 ) -> dict:
     """One measured figure; ``ratio`` is derived when value and baseline are numbers. A number that could not
-    be measured (NaN: too short a run) is written as ``null``, which JSON can hold."""
+    be measured (NaN: too short a run) is written as ``null``, which JSON can hold. ``headline``: one of the
+    goals the README's table shows (without any, a benchmark shows every figure that has a goal)."""
     value, baseline = _number(value), _number(baseline)
     ratio = None
     if isinstance(value, int | float) and isinstance(baseline, int | float) and baseline:
@@ -41,6 +43,7 @@ def figure(
         "goal": goal,
         "ratio": ratio,
         "met": met,
+        **({"headline": True} if headline else {}),
     }
 
 
@@ -87,12 +90,16 @@ MET = {True: "✓", False: "✗", None: "—"}
 
 
 def rows(documents: list[dict], goals_only: bool = False) -> list[dict]:
-    """One row of display strings per figure (``goals_only``: the figures that have a goal)."""
+    """One row of display strings per figure (``goals_only``: the headline figures of each benchmark, or all
+    those that have a goal when it marks none)."""
     out = []
     for document in documents:
-        for f in document.get("figures") or []:
-            if goals_only and f.get("goal") is None:
-                continue
+        figures = document.get("figures") or []
+        if goals_only:
+            figures = [f for f in figures if f.get("headline")] or [
+                f for f in figures if f.get("goal") is not None
+            ]
+        for f in figures:
             unit = f.get("unit") or ""
             out.append(
                 {
@@ -126,7 +133,7 @@ def table(
 
 
 def markdown(documents: list[dict], goals_only: bool = False) -> str:
-    """The figures as a Markdown table: all of them (docs/benchmarks.md), or those with a goal (README)."""
+    """The figures as a Markdown table: all of them (docs/benchmarks.md), or the goals (README)."""
     columns = (
         ("what", "figure", "baseline", "goal", "met")
         if goals_only

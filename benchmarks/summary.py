@@ -1,9 +1,9 @@
 """Every benchmark's figures in one table: value, baseline, ratio, goal, met (✓ met, ✗ not met, — no goal).
 
 Reads ``benchmarks/results/*.json`` (written by each script through ``results.write_results``). ``--markdown``
-prints the table as Markdown (``--goals``: only the figures that have a goal, the columns the README shows);
+prints the table as Markdown (``--goals``: the headline goals, in the columns the README shows);
 ``--update FILE...`` rewrites the blocks between ``<!-- bench-goals:start -->`` / ``<!-- bench-goals:end -->``
-(figures with a goal) and ``<!-- bench-all:start -->`` / ``<!-- bench-all:end -->`` (every figure) in the
+(the headline goals) and ``<!-- bench-all:start -->`` / ``<!-- bench-all:end -->`` (every figure) in the
 files named, as for README.md and docs/benchmarks.md after a full ``make bench``.
 
     .venv/bin/python benchmarks/summary.py [--results DIR] [--markdown [--goals]] [--update README.md docs/benchmarks.md]
