@@ -53,7 +53,7 @@ for _path in (str(REPO / "plugins"), str(REPO), str(REPO / "benchmarks")):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from results import add_results_option, figure, finish  # noqa: E402
+from results import add_results_option, figure, finish, short  # noqa: E402
 
 MILLION = 1_000_000
 WINDOW_END = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -267,7 +267,7 @@ def report(customers: dict, products: dict, orders: dict, connectif: dict, args:
     listings_1m = customers["listings"] if measured else sim["listings"]
     reads_1m = customers["reads"] if measured else sim["reads"]
     polls_1m = listings_1m + reads_1m
-    how = "measured" if measured else f"scaled from {n:,}"
+    how = "measured" if measured else f"scaled from {short(n)}"
     old_posts = math.ceil(MILLION / OLD_BATCH)
     orders_polls = orders["listings"] + orders["reads"]
     imports = math.ceil(orders["records"] / 2000)
@@ -328,7 +328,7 @@ def report(customers: dict, products: dict, orders: dict, connectif: dict, args:
             met=orders_polls <= math.ceil(imports * 1.5),
         ),
         figure(
-            f"Connectif, {contacts:,} contacts by import: files",
+            f"Connectif, {short(contacts)} contacts by import: files",
             connectif["files"],
             baseline=math.ceil(contacts / OLD_IMPORT_ROWS),
             goal="3 for 1M" if contacts == MILLION else None,

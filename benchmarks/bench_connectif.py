@@ -275,7 +275,7 @@ def figures(rows: list[dict]) -> list[dict]:
             real = r["limit"] == "100/60s"
             out.append(
                 figure(
-                    f"Connectif, {where}: share of the allowed rate used",
+                    f"Connectif one by one at {r['limit']}: share of the rate used",
                     round(r["utilisation"] * 100, 1),
                     unit="%",
                     goal="> 95 %" if real else None,

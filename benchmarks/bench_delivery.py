@@ -488,20 +488,20 @@ def main(argv: list[str] | None = None) -> int:
         "delays requests between our limiter and the sandbox, which can cost 429s when the delay passes the "
         "client's window margin)"
     )
-    return finish("delivery", figures(args, results), args.results, phases=results)
+    return finish("delivery", figures(args, results), args.results, options=vars(args), phases=results)
 
 
 def figures(args: argparse.Namespace, results: dict[str, dict]) -> list[dict]:
     """The paced phase's figures, each with the unpaced phase's as its baseline (when it ran)."""
     p, u, b = results["paced"], results.get("unpaced") or {}, results.get("bulk")
-    rate = f"{args.workers} processes at {args.limit} per {args.window:g} s"
+    rate = f"at {args.limit} per {args.window:g} s"
 
     def percent(x: float | None) -> float | None:
         return None if x is None or x != x else round(x * 100, 1)
 
     out = [
         figure(
-            f"Voucherify paced ({rate}): mean per full window / limit",
+            f"Voucherify paced {rate}: mean per full window / limit",
             percent(p["utilisation"]),
             unit="%",
             baseline=percent(u.get("utilisation")),
@@ -509,7 +509,7 @@ def figures(args: argparse.Namespace, results: dict[str, dict]) -> list[dict]:
             met=p["utilisation"] > 0.95,
         ),
         figure(
-            f"Voucherify paced ({rate}): share of the allowed rate used",
+            f"Voucherify paced {rate}: share of the rate used",
             percent(p["sustained"]),
             unit="%",
             baseline=percent(u.get("sustained")),
@@ -518,7 +518,7 @@ def figures(args: argparse.Namespace, results: dict[str, dict]) -> list[dict]:
             headline=True,
         ),
         figure(
-            "Voucherify paced: limiter 429s (baseline: unpaced)",
+            "Voucherify paced: 429s (baseline: unpaced)",
             p["throttled_429"],
             baseline=u.get("throttled_429"),
             goal="0",

@@ -31,7 +31,7 @@ for _path in (str(REPO / "plugins"), str(REPO), str(REPO / "benchmarks")):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from results import add_results_option, figure, finish  # noqa: E402
+from results import add_results_option, figure, finish, short  # noqa: E402
 
 MEMORY_GOAL = 1.5  # the largest size's peak over the smallest's: rows stream through in chunks
 
@@ -211,11 +211,11 @@ def figures(results: list[dict]) -> list[dict]:
     small, big = results[0], results[-1]
     out.append(
         figure(
-            f"Splio Referral, peak memory at {big['rows']:,} rows (baseline: {small['rows']:,})",
+            f"Splio Referral, {short(big['rows'])} rows: peak memory (baseline: {short(small['rows'])})",
             round(big["peak_mb"], 1),
             unit="MB",
             baseline=round(small["peak_mb"], 1),
-            goal=f"<= {MEMORY_GOAL:g} x the baseline" if len(results) > 1 else None,
+            goal=f"<= {MEMORY_GOAL:g} x baseline" if len(results) > 1 else None,
             met=big["peak_mb"] <= MEMORY_GOAL * max(small["peak_mb"], 1) if len(results) > 1 else None,
             headline=len(results) > 1,
         )

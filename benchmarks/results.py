@@ -157,7 +157,15 @@ def show(value: Any, unit: str = "") -> str:
     else:
         digits = min(6, max(0, 2 - math.floor(math.log10(abs(value))))) if value else 0
         text = f"{value:,.{digits}f}"
-    return f"{text} {unit}" if unit and unit != "%" else f"{text}{unit}"
+    return f"{text} {unit}" if unit else text
+
+
+def short(count: int) -> str:
+    """1,000,000 as 1M, 100,000 as 100k: sizes in the figures' names."""
+    for unit, size in (("M", 1_000_000), ("k", 1_000)):
+        if count >= size and count % (size // 10) == 0:
+            return f"{count / size:g}{unit}"
+    return f"{count:,}"
 
 
 def _number(value: Any) -> Any:
