@@ -4,7 +4,7 @@ Airflow imports this file from its plugins folder. The app (reverse_etl/ui/api.p
 JSON at /reverse-etl/; the external view shows the page inside the UI under Browse.
 
 Every task process loads the plugins too, and building the app imports FastAPI and Airflow's API security
-(about 0.5 s): so the plugin hands the api-server an ASGI app that builds the real one on its first request.
+(about 0.7 s): so the plugin hands the api-server an ASGI app that builds the real one on its first request.
 """
 
 from __future__ import annotations
