@@ -87,3 +87,38 @@ def test_the_benchmark_writes_its_figures(tmp_path, script, options, name):
     assert len(rows) == len(figures)
     for row, f in zip(rows, figures, strict=True):
         assert row.startswith(name) and f["what"] in row and row.rstrip()[-1] in "✓✗—"
+
+
+def test_the_summary_rewrites_the_readme_and_docs_tables(tmp_path, monkeypatch):
+    """``summary.py --update``: the README's block gets the headline goals, the docs' block every figure."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from results import figure, write_results
+
+    results = tmp_path / "results"
+    write_results(
+        "demo",
+        [
+            figure("requests per 1M", 46, baseline=1000, goal="<= 60", met=True, headline=True),
+            figure("429s", 0, goal="0", met=True),
+            figure("seconds", 1.5, unit="s"),
+        ],
+        results,
+    )
+    page = tmp_path / "page.md"
+    page.write_text(
+        "intro\n<!-- bench-goals:start -->\nold\n<!-- bench-goals:end -->\n"
+        "middle\n<!-- bench-all:start -->\n<!-- bench-all:end -->\nend\n"
+    )
+    done = run("benchmarks/summary.py", "--results", str(results), "--update", str(page))
+    assert done.returncode == 0, done.stderr
+    text = page.read_text()
+    goals = text.split("<!-- bench-goals:start -->\n")[1].split("<!-- bench-goals:end -->")[0]
+    every = text.split("<!-- bench-all:start -->\n")[1].split("<!-- bench-all:end -->")[0]
+    assert goals.splitlines() == [
+        "| what | figure | baseline | goal | met |",
+        "|---|---|---|---|---|",
+        "| requests per 1M | 46 | 1,000 | <= 60 | ✓ |",
+    ]
+    assert [line.split(" | ")[1] for line in every.splitlines()[2:]] == ["requests per 1M", "429s", "seconds"]
+    assert "| demo | seconds | 1.50 s | — | — | — | — |" in every
+    assert text.startswith("intro\n") and "\nmiddle\n" in text and text.endswith("end\n")
