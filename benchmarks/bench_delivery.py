@@ -488,7 +488,8 @@ def main(argv: list[str] | None = None) -> int:
         "delays requests between our limiter and the sandbox, which can cost 429s when the delay passes the "
         "client's window margin)"
     )
-    return finish("delivery", figures(args, results), args.results, options=vars(args), phases=results)
+    options = {k: v for k, v in vars(args).items() if k != "results"}  # no machine's path in the JSON
+    return finish("delivery", figures(args, results), args.results, options=options, phases=results)
 
 
 def figures(args: argparse.Namespace, results: dict[str, dict]) -> list[dict]:
