@@ -30,15 +30,10 @@ test: venv
 ui: venv
 	$(PY) scripts/ui.py
 
+# benchmarks/run_all.py: bench_extract_validate, bench_ledger, bench_delivery, bench_connectif, bench_batches,
+# bench_splio, bench_ui, bench_task_cost (each goes on when one fails), then benchmarks/summary.py's table.
 bench: venv
-	$(PY) benchmarks/bench_extract_validate.py
-	$(PY) benchmarks/bench_delivery.py
-	$(PY) benchmarks/bench_connectif.py
-	$(PY) benchmarks/bench_batches.py
-	$(PY) benchmarks/bench_splio.py
-	$(PY) benchmarks/bench_ui.py
-	$(PY) benchmarks/bench_ledger.py
-	$(PY) benchmarks/bench_task_cost.py
+	$(PY) benchmarks/run_all.py
 
 lint: venv
 	$(PY) -m ruff check .

@@ -28,17 +28,17 @@ Baselines: before this change a bulk POST held at most 1,000 records (``batch_si
 flight at a time and polled every second (the sandbox finishes 1,000 customers within the second: one poll
 each); Connectif files held at most 100,000 rows.
 
-Writes ``benchmarks/results/batches.json``: ``{"name", "figures": [{"what", "value", "baseline", "goal",
-"met"}]}``.
+Writes ``benchmarks/results/batches.json`` (``results.write_results``: the figures, and each load's counts).
+A quick run (the tests): ``--customers 2000 --contacts 5000 --order-days 1 --connectif-poll 0.2``.
 
     .venv/bin/python benchmarks/bench_batches.py [--customers 100000 --contacts 1000000 --order-days 3]
+        [--cache data/bench] [--results DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import math
 import os
 import subprocess
@@ -53,8 +53,9 @@ for _path in (str(REPO / "plugins"), str(REPO), str(REPO / "benchmarks")):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+from results import add_results_option, figure, finish, short  # noqa: E402
+
 MILLION = 1_000_000
-RESULTS = REPO / "benchmarks" / "results" / "batches.json"
 WINDOW_END = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 WINDOW_START = WINDOW_END - dt.timedelta(days=31)
 OLD_BATCH = 1_000  # records per bulk POST before (batch_size)
@@ -251,10 +252,6 @@ def replay(jobs: int, records: int, post_seconds: float, records_per_second: flo
     return {**count, "seconds": clock.now}
 
 
-def figure(what: str, value, baseline, goal: str | None, met: bool | None) -> dict:
-    return {"what": what, "value": value, "baseline": baseline, "goal": goal, "met": met}
-
-
 def report(customers: dict, products: dict, orders: dict, connectif: dict, args: argparse.Namespace) -> list:
     n = customers["to_send"]
     full = [b for b in customers["post_bytes"][:-1]] or customers["post_bytes"]
@@ -270,76 +267,78 @@ def report(customers: dict, products: dict, orders: dict, connectif: dict, args:
     listings_1m = customers["listings"] if measured else sim["listings"]
     reads_1m = customers["reads"] if measured else sim["reads"]
     polls_1m = listings_1m + reads_1m
-    how = "measured" if measured else f"scaled from {n:,}"
+    how = "measured" if measured else f"scaled from {short(n)}"
     old_posts = math.ceil(MILLION / OLD_BATCH)
+    orders_polls = orders["listings"] + orders["reads"]
+    imports = math.ceil(orders["records"] / 2000)
+    contacts = connectif["records"]
+    largest = max(customers["post_bytes"])
     figures = [
-        figure(f"Voucherify, 1M customers: bulk POSTs ({how})", posts_1m, old_posts, "<= 60", posts_1m <= 60),
         figure(
-            f"Voucherify, 1M customers: polls = listings + result reads ({how}; the sandbox's pace: "
-            f"{pace[0]:.1f} s per POST, {pace[1]:,.0f} customers/s)",
+            f"Voucherify, 1M customers: bulk POSTs ({how})",
+            posts_1m,
+            baseline=old_posts,
+            goal="<= 60",
+            met=posts_1m <= GOAL_POSTS,
+            headline=True,
+        ),
+        figure(
+            f"Voucherify, 1M customers: polls ({how})",
             polls_1m,
-            old_posts,
-            "<= 60",
-            polls_1m <= GOAL_POLLS,
+            baseline=old_posts,
+            goal="<= 60",
+            met=polls_1m <= GOAL_POLLS,
+            headline=True,
         ),
         figure(
             f"Voucherify, {n:,} customers measured: bulk POSTs",
             customers["posts"],
-            math.ceil(n / OLD_BATCH),
-            None,
-            None,
+            baseline=math.ceil(n / OLD_BATCH),
         ),
         figure(
             f"Voucherify, {n:,} customers measured: listings + result reads",
             customers["listings"] + customers["reads"],
-            math.ceil(n / OLD_BATCH),
-            None,
-            None,
+            baseline=math.ceil(n / OLD_BATCH),
         ),
         figure(
-            "Voucherify bulk POST body, bytes (largest; cap 10,000,000, Voucherify's 10,485,760)",
-            max(customers["post_bytes"]),
-            516_000,
-            "<= 10,000,000",
-            max(customers["post_bytes"]) <= 10_000_000 and not customers["refused_413"],
+            "Voucherify bulk POST body, largest (cap 10 MB; Voucherify refuses over 10 MiB)",
+            largest,
+            unit="bytes",
+            baseline=516_000,
+            goal="<= 10,000,000, no 413",
+            met=largest <= 10_000_000 and not customers["refused_413"],
         ),
         figure(
             f"Voucherify, {products['records']:,} products: bulk POSTs + polls",
             products["posts"] + products["listings"] + products["reads"],
-            2 * math.ceil(products["records"] / OLD_BATCH),
-            None,
-            None,
+            baseline=2 * math.ceil(products["records"] / OLD_BATCH),
         ),
-    ]
-    imports = math.ceil(orders["records"] / 2000)
-    figures += [
         figure(
             f"Voucherify, {orders['records']:,} orders by import: imports",
             orders["posts"],
-            imports,
-            f"= {imports} (2,000 each)",
-            orders["posts"] == imports,
+            baseline=imports,
+            goal=f"= {imports} (2,000 each)",
+            met=orders["posts"] == imports,
         ),
         figure(
-            f"Voucherify, {orders['records']:,} orders by import: polls = listings + result reads",
-            orders["listings"] + orders["reads"],
-            imports,
-            f"<= {math.ceil(imports * 1.5)} (several imports in flight)",
-            orders["listings"] + orders["reads"] <= math.ceil(imports * 1.5),
+            f"Voucherify, {orders['records']:,} orders by import: polls, listings + result reads",
+            orders_polls,
+            baseline=imports,
+            goal=f"<= {math.ceil(imports * 1.5)} (several imports in flight)",
+            met=orders_polls <= math.ceil(imports * 1.5),
         ),
         figure(
-            f"Connectif, {connectif['records']:,} contacts by import: files",
+            f"Connectif, {short(contacts)} contacts by import: files",
             connectif["files"],
-            math.ceil(connectif["records"] / OLD_IMPORT_ROWS),
-            "3 for 1M" if connectif["records"] == MILLION else None,
-            connectif["files"] == 3 if connectif["records"] == MILLION else None,
+            baseline=math.ceil(contacts / OLD_IMPORT_ROWS),
+            goal="3 for 1M" if contacts == MILLION else None,
+            met=connectif["files"] == 3 if contacts == MILLION else None,
+            headline=contacts == MILLION,
         ),
         figure(
-            f"Connectif, {connectif['records']:,} contacts by import: requests (files + polls)",
+            f"Connectif, {contacts:,} contacts by import: requests (files + polls)",
             connectif["requests"],
-            2 * math.ceil(connectif["records"] / OLD_IMPORT_ROWS),
-            None,
-            None,
+            baseline=2 * math.ceil(contacts / OLD_IMPORT_ROWS),
         ),
     ]
     return figures
@@ -378,18 +377,14 @@ def print_report(rows: dict, figures: list, args: argparse.Namespace) -> None:
         f"  connectif.contacts   {c['records']:>9,} records: {c['files']} files of {c['file_mb']} MB, "
         f"{c['polls']} polls, {c['requests']} requests; {c['stored']:,} stored; load {c['seconds']:.1f} s"
     )
-    print()
-    header = f"{'figure':<104} {'value':>10} {'baseline':>10} {'goal':>16} {'met':>5}"
-    print(header)
-    print("-" * len(header))
-    for f in figures:
-        met = "" if f["met"] is None else ("yes" if f["met"] else "NO")
-        print(f"{f['what']:<104} {f['value']:>10,} {f['baseline']:>10,} {f['goal'] or '':>16} {met:>5}")
+    print(
+        f"  the sandbox's pace, used to scale the polls to 1M: {rows['customers']['post_seconds']:.1f} s per POST, "
+        f"{rows['customers']['vendor_rate']:,.0f} customers/s"
+    )
     posts = next(f["value"] for f in figures if "bulk POSTs" in f["what"])
     print()
     print(f"Polls at 1M ({posts} jobs) with the engine's polling replayed against other vendor paces:")
     print("\n".join(sensitivity(posts)))
-    print(f"\nwritten to {RESULTS.relative_to(REPO)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -400,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connectif-poll", type=float, default=2.0, help="import_poll_seconds here (2)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--cache", default="data/bench", help="folder of cached sample warehouses")
+    add_results_option(parser)
     args = parser.parse_args(argv)
 
     wh = warehouse(args.customers, args.seed, REPO / args.cache)
@@ -431,10 +427,8 @@ def main(argv: list[str] | None = None) -> int:
                 "connectif": connectif_load(csb, args.contacts),
             }
     figures = report(rows["customers"], rows["products"], rows["orders"], rows["connectif"], args)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"name": "batches", "figures": figures, "loads": rows}, indent=1) + "\n")
     print_report(rows, figures, args)
-    return 0 if all(f["met"] is not False for f in figures) else 1
+    return finish("batches", figures, args.results, loads=rows)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,11 @@ this parent process), and record every delivery in the SQLite ledger. It reports
 per second, megabytes sent, and the peak RSS of the measuring process over its baseline after imports
 (must stay flat with size: rows stream through in chunks).
 
-    .venv/bin/python benchmarks/bench_splio.py [--sizes 100000 1000000]
+The figures go to benchmarks/results/splio.json: per size, rows per second (build + upload), the ledger's
+seconds and the peak memory; the goal is the largest size's peak at most 1.5 times the smallest's. A quick
+run (the tests): ``--sizes 2000 5000``.
+
+    .venv/bin/python benchmarks/bench_splio.py [--sizes 100000 1000000] [--results DIR]
 """
 
 from __future__ import annotations
@@ -23,9 +27,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-for _path in (str(REPO / "plugins"), str(REPO)):
+for _path in (str(REPO / "plugins"), str(REPO), str(REPO / "benchmarks")):
     if _path not in sys.path:
         sys.path.insert(0, _path)
+
+from results import add_results_option, figure, finish, short  # noqa: E402
+
+MEMORY_GOAL = 1.5  # the largest size's peak over the smallest's: rows stream through in chunks
 
 
 def _say(message: str) -> None:
@@ -112,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    add_results_option(parser)
     args = parser.parse_args(argv)
     if args.child:
         mode, path, size = args.child
@@ -180,7 +189,38 @@ def main(argv: list[str] | None = None) -> int:
             f"\n{big['rows'] // small['rows']}x the rows: peak memory ratio {big['peak_mb'] / max(small['peak_mb'], 1):.2f}, "
             f"time ratio {(big['build_s'] + big['upload_s']) / (small['build_s'] + small['upload_s']):.1f}"
         )
-    return 0
+    return finish("splio", figures(results), args.results, sizes=results)
+
+
+def figures(results: list[dict]) -> list[dict]:
+    out = []
+    for r in results:
+        size = f"{r['rows']:,} rows"
+        out += [
+            figure(
+                f"Splio Referral CSV, {size}: build + upload",
+                round(r["rows"] / (r["build_s"] + r["upload_s"])),
+                unit="rows/s",
+            ),
+            figure(
+                f"Splio Referral, {size}: deliveries recorded in the ledger",
+                round(r["ledger_s"], 2),
+                unit="s",
+            ),
+        ]
+    small, big = results[0], results[-1]
+    out.append(
+        figure(
+            f"Splio Referral, {short(big['rows'])} rows: peak memory (baseline: {short(small['rows'])})",
+            round(big["peak_mb"], 1),
+            unit="MB",
+            baseline=round(small["peak_mb"], 1),
+            goal=f"<= {MEMORY_GOAL:g} x baseline" if len(results) > 1 else None,
+            met=big["peak_mb"] <= MEMORY_GOAL * max(small["peak_mb"], 1) if len(results) > 1 else None,
+            headline=len(results) > 1,
+        )
+    )
+    return out
 
 
 if __name__ == "__main__":

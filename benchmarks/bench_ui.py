@@ -23,7 +23,12 @@ How to read it
     the failures, not with the ledger. The rate budget reads 360 minutes per account whatever the table
     holds: compare ``--minute-days 30`` and 365.
 
+    The figures go to benchmarks/results/ui.json: each route's median ms over the baseline's (the goal, at
+    1M ledger rows or more: a ratio below 1) and the table scans (goal 0). A quick run (the tests):
+    ``--records 2000 --runs 5 --repeat 3 --accounts 1 --minute-days 1``.
+
     .venv/bin/python benchmarks/bench_ui.py [--records 1000000 --runs 200 --accounts 5 --minute-days 365]
+        [--results DIR]
 """
 
 from __future__ import annotations
@@ -38,7 +43,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from results import add_results_option, figure, finish, short
+
 REPO = Path(__file__).resolve().parents[1]
+MILLION = 1_000_000
 SYNCS = [
     (d, e) for d in ("voucherify", "salesfire", "connectif", "salesmanago") for e in ("customers", "orders")
 ]
@@ -168,14 +176,15 @@ def median_seconds(call, repeat: int) -> float:
     return statistics.median(times)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=200, help="load reports per sync")
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--accounts", type=int, default=5, help="vendor accounts with a rate budget")
     parser.add_argument("--minute-days", type=int, default=365, help="days of minutes per account")
-    args = parser.parse_args()
+    add_results_option(parser)
+    args = parser.parse_args(argv)
     _paths()
     import os
 
@@ -226,6 +235,10 @@ def main() -> int:
         "failures by message": "/api/failures/voucherify/customers",
         "rate budget": "/api/budget?minutes=360",
     }
+    size = f"{args.records:,} ledger rows"
+    big = args.records >= MILLION
+    base_ms = round(baseline * 1000, 4)
+    figures = [figure(f"baseline: SELECT count(*) FROM sync_ledger, {size}", base_ms, unit="ms")]
     for name, endpoint in endpoints.items():
 
         def call(endpoint=endpoint):
@@ -234,6 +247,14 @@ def main() -> int:
 
         seconds = median_seconds(call, args.repeat)
         print(f"{name:<22} {endpoint:<48} {seconds * 1000:8.1f} ms  ratio {seconds / baseline:6.3f}")
+        figures.append(
+            figure(
+                f"Reverse ETL page, {name}, {size}",
+                round(seconds * 1000, 4),
+                unit="ms",
+                baseline=base_ms,
+            )
+        )
     scans = 0
     for statement, parameters in statements.items():
         if (
@@ -247,7 +268,24 @@ def main() -> int:
         scans += len(flagged)
         print(("SCAN! " if flagged else "      ") + " ".join(statement.split())[:110])
         print("        plan: " + "; ".join(plan))
-    return 1 if scans else 0
+    timed = {f["what"].split(", ")[1]: f["value"] for f in figures[1:]}
+    slowest = max(timed, key=timed.get)
+    figures.append(
+        figure(
+            f"Reverse ETL page, {short(args.records)} ledger rows: slowest route",
+            timed[slowest],
+            unit="ms",
+            baseline=base_ms,
+            goal="ratio < 1" if big else None,
+            met=timed[slowest] < base_ms if big else None,
+            headline=big,
+        )
+    )
+    figures.append(
+        figure("Reverse ETL page: table scans in its queries' plans", scans, goal="0", met=scans == 0)
+    )
+    extra = {"records": args.records, "runs": args.runs, "account_minutes": minutes, "slowest_route": slowest}
+    return finish("ui", figures, args.results, **extra)
 
 
 if __name__ == "__main__":

@@ -193,6 +193,42 @@ def test_airflow_loads_the_plugin():
     assert view["href"] == "/reverse-etl/" and view["destination"] == "nav"
 
 
+def test_the_plugin_builds_the_app_on_its_first_request(state_store, auth_on):
+    """Every task process imports the plugin: the app (FastAPI, Airflow's API security) waits for the
+    api-server's first request, and then serves the page and guards the JSON as mounted by Airflow."""
+    import os
+    import subprocess
+    import sys
+
+    from fastapi import FastAPI
+
+    from sandbox.env import REPO
+
+    imported = subprocess.run(
+        [sys.executable, "-c", "import sys, retl_ui_plugin; print(sorted(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "plugins")},
+    ).stdout
+    assert "'reverse_etl.ui.api'" not in imported and "'fastapi'" not in imported
+
+    from retl_ui_plugin import URL_PREFIX, LazyApp
+
+    lazy = LazyApp()
+    server = FastAPI()
+    server.mount(URL_PREFIX, lazy)  # as airflow.api_fastapi.app.init_plugins mounts it
+    assert lazy._app is None
+    client = TestClient(server)
+    page = client.get(f"{URL_PREFIX}/")
+    assert page.status_code == 200 and "<title>Reverse ETL</title>" in page.text
+    built = lazy._app
+    assert built is not None
+    assert client.get(f"{URL_PREFIX}/api/syncs").status_code == 401
+    assert client.get(f"{URL_PREFIX}/api/syncs", cookies={"_token": auth_on()}).status_code == 200
+    assert lazy._app is built
+
+
 @pytest.fixture
 def validated(monkeypatch, state_store, warehouse, tmp_path):
     """October's Voucherify customers extracted and validated for real (the sample has defects), the run
