@@ -656,7 +656,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--verbose", action="store_true", help="show the engine's INFO logs")
     parser.add_argument(
+        "--results",
         "--results-dir",
+        dest="results_dir",
         default=None,
         help="folder for extract_validate.json (default: benchmarks/results)",
     )

@@ -264,7 +264,14 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1000, help="records per vendor batch (apply)")
     parser.add_argument("--postgres-dsn", default=os.environ.get("RETL_TEST_POSTGRES_DSN"))
     parser.add_argument("--stores", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
-    parser.add_argument("--results-dir", type=Path, default=None, help="default benchmarks/results")
+    parser.add_argument(
+        "--results",
+        "--results-dir",
+        dest="results_dir",
+        type=Path,
+        default=None,
+        help="default benchmarks/results",
+    )
     args = parser.parse_args()
     os.environ.setdefault("RETL_PROGRESS_LOG_SECONDS", "3600")
 

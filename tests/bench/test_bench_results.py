@@ -18,6 +18,8 @@ import pytest
 from sandbox.env import REPO
 
 BENCHMARKS = [
+    ("bench_extract_validate", ["--sizes", "2000"], "extract_validate"),
+    ("bench_ledger", ["--records", "2000", "--stores", "sqlite"], "ledger"),
     ("bench_task_cost", ["--repeat", "1", "--kinds", "report"], "task_cost"),
     (
         "bench_batches",
