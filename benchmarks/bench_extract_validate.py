@@ -297,7 +297,7 @@ def parent(args: argparse.Namespace) -> int:
             shutil.rmtree(root, ignore_errors=True)
     print_report(results, args.chunk_rows)
     if not args.no_results:
-        _say(f"figures written to {write_figures(results, args.results_dir)}")
+        _say(f"figures written to {write_figures(results, args.results)}")
     print(
         f"  load average at start {load_start:.2f}, at end {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs "
         "(timings are wall seconds: other work on the machine inflates them)"
@@ -305,7 +305,7 @@ def parent(args: argparse.Namespace) -> int:
     return 0 if all("error" not in r for r in results) else 1
 
 
-def write_figures(results: list[dict], folder: str | None = None) -> Path:
+def write_figures(results: list[dict], folder: Path | None = None) -> Path:
     """``benchmarks/results/extract_validate.json``: seconds vs COPY per size, and the memory ratio."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from results import figure, write_results
@@ -655,13 +655,9 @@ def main(argv: list[str] | None = None) -> int:
         help="also run cProfile in each child and print the top functions (slows the run)",
     )
     parser.add_argument("--verbose", action="store_true", help="show the engine's INFO logs")
-    parser.add_argument(
-        "--results",
-        "--results-dir",
-        dest="results_dir",
-        default=None,
-        help="folder for extract_validate.json (default: benchmarks/results)",
-    )
+    from results import add_results_option
+
+    add_results_option(parser)
     parser.add_argument(
         "--no-results",
         action="store_true",

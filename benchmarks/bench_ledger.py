@@ -264,14 +264,9 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1000, help="records per vendor batch (apply)")
     parser.add_argument("--postgres-dsn", default=os.environ.get("RETL_TEST_POSTGRES_DSN"))
     parser.add_argument("--stores", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
-    parser.add_argument(
-        "--results",
-        "--results-dir",
-        dest="results_dir",
-        type=Path,
-        default=None,
-        help="default benchmarks/results",
-    )
+    from results import add_results_option
+
+    add_results_option(parser)
     args = parser.parse_args()
     os.environ.setdefault("RETL_PROGRESS_LOG_SECONDS", "3600")
 
@@ -321,7 +316,7 @@ def main() -> int:
             f"{f['value'] / GOAL_SECONDS:8.2f}"
         )
     extra = {"records": args.records, "batch": args.batch, "details": details}
-    path = write_results("ledger", figures, args.results_dir, **extra)
+    path = write_results("ledger", figures, args.results, **extra)
     _say(f"wrote {path}")
     return 0
 
