@@ -55,6 +55,35 @@ def warehouse(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """An S3-compatible server on 127.0.0.1 (``python -m sandbox.s3``, moto) for the whole session; each test
+    stages under a prefix of its own (``s3_staging``)."""
+    import json
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sandbox.s3", "--port", "0"], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line, "python -m sandbox.s3 did not start"
+        yield json.loads(line)["endpoint_url"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def s3_staging(s3_endpoint, request, monkeypatch) -> dict[str, str]:
+    """``RETL_STAGING_URL`` on the S3 server under this test's own prefix, and its ``aws`` connection."""
+    from sandbox.s3 import staging_env
+
+    env = staging_env(s3_endpoint, prefix=f"staging/{request.node.name}")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
 @pytest.fixture
 def state_store(tmp_path, monkeypatch) -> Path:
     """A fresh SQLite state store and rate-limit bucket file for one test."""

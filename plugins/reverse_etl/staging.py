@@ -48,7 +48,7 @@ def prune(dag_id: str, keep_days: float, now: float | None = None) -> list[str]:
     for run_dir in root.iterdir():
         newest = max((f.stat().st_mtime for f in run_dir.rglob("*") if f.is_file()), default=0.0)
         if newest and newest < cutoff:
-            if run_dir.protocol in ("", "file", "local"):
+            if is_local(run_dir):
                 shutil.rmtree(run_dir.path)
             else:
                 run_dir.rmdir(recursive=True)
@@ -60,6 +60,21 @@ def as_path(url: str) -> ObjectStoragePath:
     from airflow.sdk import ObjectStoragePath
 
     return ObjectStoragePath(url)
+
+
+def is_local(path: ObjectStoragePath) -> bool:
+    return path.protocol in ("", "file", "local")
+
+
+def duckdb_source(con, url: str) -> str:
+    """What DuckDB's ``read_parquet`` should be given for a staged file: the local path, or for object storage
+    the URL without its connection id (``s3://conn@bucket/key`` means nothing to DuckDB) after handing DuckDB
+    the fsspec filesystem that holds the connection's credentials."""
+    path = as_path(url)
+    if is_local(path):
+        return path.path
+    con.register_filesystem(path.fs)
+    return f"{path.fs.protocol[0] if isinstance(path.fs.protocol, tuple) else path.fs.protocol}://{path.path}"
 
 
 def iter_parquet(url: str, batch_rows: int, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:

@@ -94,16 +94,13 @@ def superseded_rows(url: str, key: str = "_key", updated: str = "_updated_at") -
     """Positions of rows whose key appears again in a newer row; DuckDB does it out of core."""
     import duckdb
 
-    from reverse_etl.staging import as_path
+    from reverse_etl.staging import duckdb_source
 
-    path = as_path(url)
     con = duckdb.connect()
     try:
         con.execute("SET memory_limit='512MB'")
         con.execute("SET preserve_insertion_order=false")
-        if path.protocol not in ("", "file", "local"):
-            con.register_filesystem(path.fs)
-        source = str(path) if path.protocol not in ("", "file", "local") else path.path
+        source = duckdb_source(con, url)
         names = {r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [source]).fetchall()}
         order = (
             f"{updated} DESC NULLS LAST, file_row_number DESC" if updated in names else "file_row_number DESC"

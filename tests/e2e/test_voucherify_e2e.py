@@ -11,6 +11,7 @@ import duckdb
 import pytest
 
 from reverse_etl.ledger import record_history
+from reverse_etl.staging import _safe
 from tests.e2e.harness import Expected, local, note_table
 
 pytestmark = pytest.mark.e2e
@@ -56,7 +57,10 @@ def customer_problems(c: dict) -> list[str]:
 
 
 def quarantined(report: dict) -> dict[str, dict]:
-    with open(local(report["quarantine"]), encoding="utf-8") as handle:
+    """The quarantine file's lines by record key, wherever it is staged (a folder or a bucket)."""
+    from reverse_etl.staging import as_path
+
+    with as_path(report["quarantine"]).open("r", encoding="utf-8") as handle:
         return {str(line["record_key"]): line for line in map(json.loads, handle)}
 
 
@@ -169,6 +173,22 @@ def check_first_and_second_run(harness, expected: Expected) -> None:
 
 def test_exactly_once_quarantine_and_rerun(harness, warehouse, state_store):
     check_first_and_second_run(harness, Expected(warehouse))
+
+
+def test_same_guarantees_with_staging_on_s3(harness, warehouse, state_store, s3_endpoint, s3_staging):
+    """RETL_STAGING_URL on an S3-compatible bucket: every task reads the files it is handed by URL."""
+    from tests.unit.test_staging_s3 import _objects
+
+    harness.env.update(s3_staging)  # the runs' tasks and this process (which reads the quarantine) alike
+    check_first_and_second_run(harness, Expected(warehouse))
+    prefix = s3_staging["RETL_STAGING_URL"].split("@retl-staging/", 1)[1]
+    staged = _objects(s3_endpoint, f"{prefix}/voucherify_sync/")
+    run_dir = _safe(harness.runs[0]["run_id"])
+    for entity in ("customers", "orders"):
+        assert f"{run_dir}/{entity}/extract.parquet" in staged
+        assert f"{run_dir}/{entity}/quarantine.jsonl" in staged
+    assert harness.runs[0]["reports"]["customers"]["quarantine"].startswith("s3://retl_staging@retl-staging/")
+    assert not (harness.tmp / "staging").exists()
 
 
 @pytest.mark.postgres

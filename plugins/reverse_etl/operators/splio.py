@@ -180,14 +180,14 @@ class SplioReferralUploadOperator(BaseOperator):
 
         from reverse_etl import settings
         from reverse_etl.csvfile import CsvParts
-        from reverse_etl.staging import iter_valid, sync_dir
+        from reverse_etl.staging import is_local, iter_valid, sync_dir
 
         if not manifest.get("valid_path") or not manifest.get("valid"):
             return []
         staging = sync_dir(context["dag"].dag_id, context["run_id"], self.entity)
         folder = (
             Path(staging.path) / "upload"
-            if staging.protocol in ("file", "local")
+            if is_local(staging)
             else Path(tempfile.mkdtemp(prefix="retl-splio-"))
         )
         for old in folder.glob("part-*"):
