@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-postgres ui bench lint lock clean
+.PHONY: venv demo test test-postgres ui stack stack-down bench lint lock clean
 
 venv: $(STAMP)
 
@@ -29,6 +29,13 @@ test: venv
 
 ui: venv
 	$(PY) scripts/ui.py
+
+# CeleryExecutor with two workers, PostgreSQL, Redis and S3 staging on this machine (scripts/stack.py)
+stack: venv
+	$(PY) scripts/stack.py
+
+stack-down: venv
+	$(PY) scripts/stack.py --down
 
 # benchmarks/run_all.py: bench_extract_validate, bench_ledger, bench_delivery, bench_connectif, bench_batches,
 # bench_splio, bench_ui, bench_task_cost (each goes on when one fails), then benchmarks/summary.py's table.

@@ -17,20 +17,30 @@ from sandbox.env import REPO, airflow_env, connections_env
 _HOME = Path(tempfile.mkdtemp(prefix="retl-tests-"))
 os.environ.update(airflow_env(_HOME))
 POSTGRES_DSN = os.environ.get("RETL_TEST_POSTGRES_DSN")
+REDIS_URL = os.environ.get("RETL_TEST_REDIS_URL")
+
+
+# marker -> (the variable naming its server, what it is); in CI a missing one is an error, not a skip
+SERVICES = {
+    "postgres": ("RETL_TEST_POSTGRES_DSN", "PostgreSQL"),
+    "stack": ("RETL_TEST_REDIS_URL", "Redis (the make stack test)"),
+}
 
 
 def pytest_collection_modifyitems(config, items):
-    """PostgreSQL tests run when RETL_TEST_POSTGRES_DSN is set (always in CI, where its absence is an error)."""
-    if POSTGRES_DSN:
-        return
-    marked = [item for item in items if item.get_closest_marker("postgres")]
-    if not marked:
-        return
-    if os.environ.get("CI"):
-        raise pytest.UsageError("CI must run the PostgreSQL tests: set RETL_TEST_POSTGRES_DSN (see .ci/run).")
-    items[:] = [item for item in items if not item.get_closest_marker("postgres")]
-    config.hook.pytest_deselected(items=marked)
-    print(f"\n{len(marked)} PostgreSQL tests not selected: set RETL_TEST_POSTGRES_DSN to run them.")
+    """Tests that need PostgreSQL or Redis run when the variable naming the server is set (always in CI,
+    where its absence is an error)."""
+    for marker, (variable, what) in SERVICES.items():
+        if os.environ.get(variable):
+            continue
+        marked = [item for item in items if item.get_closest_marker(marker)]
+        if not marked:
+            continue
+        if os.environ.get("CI"):
+            raise pytest.UsageError(f"CI must run the {what} tests: set {variable} (see .ci/run).")
+        items[:] = [item for item in items if not item.get_closest_marker(marker)]
+        config.hook.pytest_deselected(items=marked)
+        print(f"\n{len(marked)} {what} tests not selected: set {variable} to run them.")
 
 
 @pytest.fixture(scope="session")

@@ -71,3 +71,11 @@ def staging_retention_days() -> float:
 def export_conn_id() -> str:
     """Warehouse connection that vendor exports are loaded into (needs write access); the source by default."""
     return os.environ.get("RETL_EXPORT_CONN_ID") or warehouse_conn_id()
+
+
+def worker_hostname() -> str:
+    """Airflow's ``[core] hostname_callable`` for workers that share a host (``make stack``): the name in
+    ``RETL_WORKER_NAME``, else the host's, so task instances say which worker ran them."""
+    import socket
+
+    return os.environ.get("RETL_WORKER_NAME") or socket.getfqdn()

@@ -79,6 +79,15 @@ def test_vendor_tasks_have_pool_and_exponential_retries(dagbag):
             assert t.retry_delay >= dt.timedelta(minutes=1)
 
 
+def test_engine_tasks_retry_once_for_a_lost_worker(dagbag):
+    """extract, validate and report run again once when their worker dies (Celery); data failures raise
+    AirflowFailException, which no retry count can repeat."""
+    for dag in dagbag.dags.values():
+        for t in dag.tasks:
+            if t.task_id.rsplit(".", 1)[-1] in ("extract", "validate", "report"):
+                assert t.retries == 1, t.task_id
+
+
 def test_voucherify_orders_wait_for_customers_and_products(dagbag):
     dag = dagbag.dags["voucherify_sync"]
     upstream = dag.get_task("orders.load").upstream_task_ids

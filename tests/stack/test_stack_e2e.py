@@ -1,0 +1,267 @@
+"""`make stack` end to end: Airflow on the CeleryExecutor with two workers, PostgreSQL for the metadata and
+the state store, Redis for Celery and the rate buckets, staging on an S3 server, every sandbox at the vendors'
+real limit of 100 requests per minute.
+
+All five DAGs run at once, with a two-day backfill of voucherify_sync; in the middle of a Voucherify load its
+Celery worker is killed with SIGKILL. Then: the killed load was retried on the other worker, tasks ran on both
+workers, staged files were read by a worker other than the one that wrote them, every record was taken
+exactly once at its vendor, and no account got more than its limit in any 60 seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+import sqlalchemy
+
+from sandbox.env import REPO
+from tests.conftest import POSTGRES_DSN, REDIS_URL
+from tests.e2e.test_fault_matrix import HTTP, SPLIO
+
+pytestmark = [pytest.mark.stack, pytest.mark.postgres]
+LIMIT = 100  # requests per minute and account, as the stack's sandboxes enforce
+DAY = {"window_start": "2026-10-31", "window_end": "2026-11-01"}
+CONNECTIF_INITIAL = {
+    "window_start": "2026-10-01",
+    "window_end": "2026-11-01",
+    "entities": ["contacts", "products"],
+}
+BACKFILL = ("2026-10-28", "2026-10-30")  # logical dates 10-28 and 10-29 03:00: two daily runs
+DAGS = ("voucherify_sync", "connectif_sync", "salesfire_sync", "salesmanago_sync", "splio_referral_sync")
+TIMEOUT = 20 * 60
+
+
+class Stack:
+    """The running stack as its user sees it: the REST API behind a login, the sandboxes' request logs."""
+
+    def __init__(self, state: dict):
+        self.state = state
+        self.url = state["url"]
+        token = requests.post(
+            f"{self.url}/auth/token",
+            json={"username": state["user"], "password": state["password"]},
+            timeout=30,
+        ).json()["access_token"]
+        self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Bearer {token}"
+
+    def api(self, method: str, path: str, **kwargs) -> dict:
+        response = self.http.request(method, f"{self.url}/api/v2/{path}", timeout=60, **kwargs)
+        assert response.status_code < 300, f"{method} {path}: {response.status_code} {response.text[:500]}"
+        return response.json()
+
+    def trigger(self, dag_id: str, conf: dict) -> str:
+        return self.api("POST", f"dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})[
+            "dag_run_id"
+        ]
+
+    def runs(self, dag_id: str) -> list[dict]:
+        return self.api("GET", f"dags/{dag_id}/dagRuns", params={"limit": 100})["dag_runs"]
+
+    def task_instances(self, dag_id: str, run_id: str = "~", **params) -> list[dict]:
+        found = self.api(
+            "GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000, **params}
+        )
+        return found["task_instances"]
+
+    def tries(self, ti: dict) -> list[dict]:
+        path = f"dags/{ti['dag_id']}/dagRuns/{ti['dag_run_id']}/taskInstances/{ti['task_id']}/tries"
+        return self.api("GET", path)["task_instances"]
+
+    def sandbox(self, name: str, what: str):
+        return requests.get(f"{self.state['sandboxes'][name]}/_sandbox/{what}", timeout=60).json()
+
+
+def wait_for(predicate, what: str, timeout: float = TIMEOUT, every: float = 3):
+    deadline = time.monotonic() + timeout
+    while True:
+        found = predicate()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(every)
+
+
+def admin_url() -> str:
+    return urlsplit(POSTGRES_DSN)._replace(path="/postgres").geturl()
+
+
+def drop_databases(name: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(admin_url())
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for db in (f"{name}_airflow", f"{name}_state"):
+            cur.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    conn.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    from tests.e2e.test_live_backfill import free_port
+
+    name = f"retl_stack_t{os.getpid()}"
+    env = {
+        **os.environ,
+        "RETL_STACK_HOME": str(tmp_path_factory.mktemp("stack")),
+        "RETL_STACK_NAME": name,
+        "RETL_STACK_PORT": str(free_port()),
+        "RETL_STACK_POSTGRES_URL": admin_url(),
+        "RETL_STACK_REDIS_URL": REDIS_URL,
+        "RETL_STACK_CUSTOMERS": "1000",
+        "RETL_LEASE_SECONDS": "20",  # the killed load's claim on its sync expires soon after
+    }
+    script = [sys.executable, str(REPO / "scripts" / "stack.py")]
+    drop_databases(name)
+    up = subprocess.run(script, env=env, capture_output=True, text=True, timeout=600)
+    home = Path(env["RETL_STACK_HOME"])
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield Stack(json.loads((home / "stack.json").read_text()))
+    finally:
+        down = subprocess.run([*script, "--down"], env=env, capture_output=True, text=True, timeout=300)
+        assert down.returncode == 0, down.stdout + down.stderr
+        drop_databases(name)
+
+
+def start_everything(stack: Stack) -> None:
+    """Unpause the five DAGs (each schedules its latest day, which has no sample data), trigger one day of
+    each (Connectif: contacts and products since October first), and backfill two days of Voucherify."""
+    wait_for(lambda: len(stack.api("GET", "dags")["dags"]) == len(DAGS), "the DAGs to be parsed", 300)
+    for dag_id in DAGS:
+        stack.api("PATCH", f"dags/{dag_id}", json={"is_paused": False})
+    stack.trigger("connectif_sync", CONNECTIF_INITIAL)
+    for dag_id in DAGS:
+        stack.trigger(dag_id, DAY)
+    stack.api(
+        "POST",
+        "backfills",
+        json={
+            "dag_id": "voucherify_sync",
+            "from_date": f"{BACKFILL[0]}T00:00:00Z",
+            "to_date": f"{BACKFILL[1]}T00:00:00Z",
+            "max_active_runs": 1,
+            "reprocess_behavior": "none",
+            "run_backwards": False,
+            "dag_run_conf": {},
+        },
+    )
+
+
+def kill_a_loading_worker(stack: Stack) -> dict:
+    """SIGKILL the worker of a Voucherify orders load once it has sent some orders; return that task."""
+
+    def loading() -> dict | None:
+        sent = sum(1 for r in stack.sandbox("voucherify", "requests") if r["path"] == "/v1/orders")
+        running = stack.task_instances("voucherify_sync", state="running", task_id="orders.load")
+        return running[0] if running and running[0].get("hostname") and sent >= 10 else None
+
+    victim = wait_for(loading, "a Voucherify orders load to be sending", every=1)
+    number = victim["hostname"].removeprefix("worker-")
+    killed = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "stack.py"), "--kill-worker", number],
+        env={**os.environ, "RETL_STACK_HOME": str(Path(stack.state["airflow_home"]).parent)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert killed.returncode == 0, killed.stdout + killed.stderr
+    return victim
+
+
+def all_runs_finished(stack: Stack) -> list[dict] | None:
+    runs = [run for dag_id in DAGS for run in stack.runs(dag_id)]
+    return runs if all(run["state"] in ("success", "failed") for run in runs) else None
+
+
+def ledger(stack: Stack, destination: str, entity: str) -> dict[str, str]:
+    engine = sqlalchemy.create_engine(
+        stack.state["env"]["AIRFLOW_CONN_RETL_STATE"].replace("postgres://", "postgresql+psycopg2://", 1)
+    )
+    try:
+        with engine.connect() as con:
+            rows = con.execute(
+                sqlalchemy.text(
+                    "SELECT record_key, status FROM sync_ledger WHERE destination = :d AND entity = :e"
+                ),
+                {"d": destination, "e": entity},
+            ).fetchall()
+    finally:
+        engine.dispose()
+    return dict(rows)
+
+
+def max_in_any_minute(times: list[float]) -> int:
+    times, best, low = sorted(times), 0, 0
+    for high, t in enumerate(times):
+        while t - times[low] >= 60:
+            low += 1
+        best = max(best, high - low + 1)
+    return best
+
+
+def test_five_dags_and_a_backfill_on_two_celery_workers_with_one_killed(stack):
+    start_everything(stack)
+    victim = kill_a_loading_worker(stack)
+    runs = wait_for(lambda: all_runs_finished(stack), "every run to finish", every=5)
+    assert {run["state"] for run in runs} == {"success"}, [
+        (r["dag_id"], r["dag_run_id"], r["state"]) for r in runs
+    ]
+    assert len([r for r in runs if r["run_type"] == "backfill"]) == 2
+
+    # The killed load came back as a retry on the other worker and finished there.
+    tries = stack.tries(victim)
+    assert tries[0]["hostname"] == victim["hostname"] and tries[-1]["state"] == "success"
+    assert tries[-1]["hostname"] not in (None, victim["hostname"])
+
+    # Tasks ran on both workers, and some sync's extract (which stages its rows on S3) ran on one worker
+    # while its validate or load (which read them) ran on the other.
+    tis = [ti for run in runs for ti in stack.task_instances(run["dag_id"], run["dag_run_id"])]
+    assert {ti["hostname"] for ti in tis} >= {"worker-1", "worker-2"}
+    where = {(ti["dag_run_id"], ti["task_id"]): ti["hostname"] for ti in tis}
+    crossed = [
+        (run_id, task_id)
+        for (run_id, task_id), host in where.items()
+        if task_id.endswith(".extract")
+        and {where.get((run_id, task_id.replace(".extract", s))) for s in (".validate", ".load")}
+        - {host, None}
+    ]
+    assert crossed, "no staged file was read on another worker"
+    assert stack.state["env"]["RETL_STAGING_URL"].startswith("s3://")
+
+    # Exactly once at each vendor: every record the ledger holds as delivered was taken once.
+    for name, dest in HTTP.items():
+        sandbox = {"voucherify": "voucherify", "connectif": "connectif", "salesfire": "salesfire"}.get(
+            name, "datatalks"
+        )
+        log = stack.sandbox(sandbox, "requests")
+        taken = dest.delivered(SimpleNamespace(requests=log))
+        delivered = {
+            k for k, status in ledger(stack, dest.ledger, dest.entity).items() if status == "delivered"
+        }
+        assert taken and max(taken.values()) == 1, (name, [k for k, n in taken.items() if n > 1][:5])
+        assert len(taken) == len(delivered), name
+        if dest.ledger_keys:
+            assert set(taken) == delivered, name
+        # The vendor's limit held in every 60 seconds, and the pipeline never ran into it.
+        if name != "salesfire":  # Salesfire documents no limit
+            assert max_in_any_minute([r["t"] for r in log]) <= LIMIT, name
+            assert stack.sandbox(sandbox, "stats")["throttled_by_limiter"] == 0, name
+    rows = Counter()
+    sftp_root = Path(stack.state["airflow_home"]) / "retl" / "splio-sftp"
+    for path in sftp_root.rglob("*.csv*"):
+        if path.is_file() and not path.name.startswith("."):
+            rows.update(line.split(b";", 1)[0].decode() for line in path.read_bytes().splitlines()[1:])
+    delivered = {k for k, s in ledger(stack, SPLIO.ledger, SPLIO.entity).items() if s == "delivered"}
+    assert rows and max(rows.values()) == 1 and set(rows) == delivered
