@@ -172,12 +172,12 @@ def environment(
     return env
 
 
-def prepare(env: dict[str, str], log) -> None:
+def prepare(env: dict[str, str], log, where: str | None = None) -> None:
     """The state store, Airflow's metadata database and the vendor pools: the one-off setup of a
-    deployment, in one process (``scripts/prepare.py``)."""
+    deployment, in one process (``scripts/prepare.py``). ``where`` says where the two databases are."""
+    where = where or f"{shown(HOME / 'retl' / 'state.db')}, {shown(HOME / 'airflow.db')}"
     say(
-        f"preparing the state store ({shown(HOME / 'retl' / 'state.db')}), the Airflow metadata database "
-        f"({shown(HOME / 'airflow.db')}) and the pools: scripts/prepare.py"
+        f"preparing the state store, the Airflow metadata database ({where}) and the pools: scripts/prepare.py"
     )
     subprocess.run(
         [sys.executable, str(REPO / "scripts" / "prepare.py")],

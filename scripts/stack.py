@@ -41,6 +41,8 @@ PORT = int(os.environ.get("RETL_STACK_PORT", "8081"))
 POSTGRES = os.environ.get("RETL_STACK_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("RETL_STACK_REDIS_URL", "redis://127.0.0.1:6379/0")
 WORKERS = int(os.environ.get("RETL_STACK_WORKERS", "2"))
+# extras for every vendor connection, e.g. {"import_poll_seconds": 2} (the tests' shorter polls)
+VENDOR_EXTRA = json.loads(os.environ.get("RETL_STACK_VENDOR_EXTRA") or "{}")
 CUSTOMERS = int(os.environ.get("RETL_STACK_CUSTOMERS", "10000"))  # sample warehouse size, built once
 CONCURRENCY = int(os.environ.get("RETL_STACK_CONCURRENCY", "4"))
 # how soon the scheduler gives up on a task whose worker went silent and lets it retry (Airflow: 300 s)
@@ -118,6 +120,8 @@ def stack_env(env: dict[str, str], url: str, s3_endpoint: str) -> dict[str, str]
             # worker's task comes back through Airflow's retry (heartbeat timeout), not twice
             "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "86400",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
+            # what a dead worker had taken but not started stays queued until this (Airflow: 600 s)
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": str(2 * HEARTBEAT_TIMEOUT),
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(PORT),
             "AIRFLOW__API__WORKERS": "1",
@@ -181,9 +185,9 @@ def serve() -> int:
         if not s3_endpoint:
             raise SystemExit("the S3 sandbox did not start (see above)")
         url = f"http://127.0.0.1:{PORT}"
-        env = stack_env(environment(sandboxes, VENDOR_LIMIT), url, s3_endpoint)
+        env = stack_env(environment(sandboxes, VENDOR_LIMIT, VENDOR_EXTRA), url, s3_endpoint)
         with (HOME / "stack-setup.log").open("w") as log:
-            prepare(env, log)
+            prepare(env, log, f"PostgreSQL databases {NAME}_state, {NAME}_airflow")
         password = admin_password()
         running = start(env, started)
         failed = wait_until_serving(url, running)

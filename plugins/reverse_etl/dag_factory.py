@@ -179,7 +179,9 @@ def build_sync_dag(
                     destination, sync.entity
                 )
                 # one retry: a worker lost mid-task (Celery) is not a data failure, which fails at once anyway
-                validated = task(task_id="validate", retries=min(1, task_retries()))(tasks.run_validate)(extracted)
+                validated = task(task_id="validate", retries=min(1, task_retries()))(tasks.run_validate)(
+                    extracted
+                )
                 loads[sync.entity] = sync.operator(
                     task_id="load",
                     manifest=validated,
@@ -191,8 +193,8 @@ def build_sync_dag(
         for sync in syncs:
             for before in sync.after:
                 loads[before] >> loads[sync.entity]
-        report = task(task_id="report", trigger_rule="all_done", retries=min(1, task_retries()))(tasks.run_report)(
-            entities
-        )
+        report = task(task_id="report", trigger_rule="all_done", retries=min(1, task_retries()))(
+            tasks.run_report
+        )(entities)
         list(loads.values()) >> report
     return dag
