@@ -31,6 +31,7 @@ BENCHMARKS = [
     ("bench_splio", "splio"),
     ("bench_ui", "ui"),
     ("bench_task_cost", "task_cost"),
+    ("bench_scale", "scale"),  # needs PostgreSQL and Redis, like make stack
 ]
 
 

@@ -41,6 +41,8 @@ PORT = int(os.environ.get("RETL_STACK_PORT", "8081"))
 POSTGRES = os.environ.get("RETL_STACK_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("RETL_STACK_REDIS_URL", "redis://127.0.0.1:6379/0")
 WORKERS = int(os.environ.get("RETL_STACK_WORKERS", "2"))
+# "1": worker N runs on CPU N-1 only (taskset), as if each worker were a host with one core (the benchmark)
+PIN_CPUS = os.environ.get("RETL_STACK_PIN_CPUS") == "1"
 # extras for every vendor connection, e.g. {"import_poll_seconds": 2} (the tests' shorter polls)
 VENDOR_EXTRA = json.loads(os.environ.get("RETL_STACK_VENDOR_EXTRA") or "{}")
 CUSTOMERS = int(os.environ.get("RETL_STACK_CUSTOMERS", "10000"))  # sample warehouse size, built once
@@ -160,6 +162,9 @@ def start(env: dict[str, str], started: list[subprocess.Popen]) -> dict[str, sub
         own = {**env, "RETL_WORKER_NAME": name} if name.startswith("worker-") else env
         with (HOME / f"stack-{name}.log").open("w") as log:
             command = [sys.executable, "-m", "airflow", *args]
+            if PIN_CPUS and name.startswith("worker-"):
+                cpu = (int(name.removeprefix("worker-")) - 1) % (os.cpu_count() or 1)
+                command = ["taskset", "--cpu-list", str(cpu), *command]
             running[name] = spawn(command, env=own, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         started.append(running[name])
     return running
