@@ -1,5 +1,5 @@
 # Image for the Airflow components that parse and run the reverse-ETL DAGs (scheduler, dag-processor,
-# triggerer, api-server, workers). Used by docker-compose.yaml.
+# triggerer, api-server, Celery workers). Used by docker-compose.yaml and deploy/helm/values.yaml.
 #
 #   docker build -t reverse-etl-airflow:local .
 #
