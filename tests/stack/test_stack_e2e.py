@@ -50,7 +50,7 @@ DELIVERIES = {
         "connectif",
         "purchases",
         "POST",
-        "/purchases",
+        "/purchases/",
         lambda r: r["body"]["purchaseId"],
         True,
         (),
