@@ -20,6 +20,7 @@ Three gaps of GX 1.x with DuckDB (``duckdb-engine``) are closed here, without ch
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import shutil
@@ -54,7 +55,10 @@ def enable_duckdb() -> None:
 
     if "duckdb" in [str(d) for d in sa_engine._PERSISTED_CONNECTION_DIALECTS]:
         return
-    sa_engine._PERSISTED_CONNECTION_DIALECTS = (*sa_engine._PERSISTED_CONNECTION_DIALECTS, _DialectName("duckdb"))
+    sa_engine._PERSISTED_CONNECTION_DIALECTS = (
+        *sa_engine._PERSISTED_CONNECTION_DIALECTS,
+        _DialectName("duckdb"),
+    )
     gx_to_string = util.sqlalchemy_select_to_sql_string
 
     def to_string(engine, select_statement) -> str:
@@ -75,7 +79,8 @@ def usable(url: str, expectations: list) -> bool:
     if as_path(url).protocol not in ("", "file", "local"):
         return False
     return not any(
-        e.configuration.kwargs.get("row_condition") and e.configuration.kwargs.get("condition_parser") == "pandas"
+        e.configuration.kwargs.get("row_condition")
+        and e.configuration.kwargs.get("condition_parser") == "pandas"
         for e in expectations
     )
 
@@ -111,9 +116,9 @@ class StagedFile:
         self.context = context
         self.name = f"staged-{next(_names)}"
         source = context.data_sources.add_sql(self.name, connection_string=f"duckdb:///{self.database}")
-        self.batch_definition = source.add_table_asset("staged", table_name="staged").add_batch_definition_whole_table(
-            "whole"
-        )
+        self.batch_definition = source.add_table_asset(
+            "staged", table_name="staged"
+        ).add_batch_definition_whole_table("whole")
         self.engine = None
 
     def validate(self, suite, parameters: dict | None):
@@ -126,22 +131,60 @@ class StagedFile:
             self.engine.dialect_module = sqlalchemy.dialects.postgresql
         return batch.validate(suite, result_format=RESULT_FORMAT, expectation_parameters=parameters or {})
 
-    def failing_rows(self, queries: list[tuple[int, str, str | None]], batch_rows: int) -> Iterator[list[tuple]]:
-        """``(position, ordinal, value as JSON)`` of GX's failing-row queries (``(ordinal, query, column)``),
-        sorted by position then ordinal, in batches; DuckDB sorts out of core."""
+    def _failed_sql(self, queries: list[tuple[int, str, str | None]]) -> str:
+        """GX's failing-row queries as one: ``(_pos, ordinal, value as JSON text)``."""
         parts = []
         for ordinal, query, column in queries:
             value = f"to_json({_identifier(column)})::VARCHAR" if column else "NULL::VARCHAR"
             parts.append(
                 f"SELECT _pos, {ordinal} AS ordinal, {value} AS value FROM ({query.strip().rstrip(';')}) AS q{ordinal}"
             )
+        if not parts:
+            return "SELECT NULL::BIGINT AS _pos, NULL::INTEGER AS ordinal, NULL::VARCHAR AS value WHERE false"
+        return " UNION ALL ".join(parts)
+
+    def failing_rows(
+        self, queries: list[tuple[int, str, str | None]], batch_rows: int
+    ) -> Iterator[list[tuple]]:
+        """``(position, ordinal, value as JSON)`` of GX's failing-row queries (``(ordinal, query, column)``),
+        sorted by position then ordinal, in batches; DuckDB sorts out of core."""
         # On GX's own connection (DuckDB opens a database file once per process, with one configuration).
-        result = self.engine._connection.exec_driver_sql(" UNION ALL ".join(parts) + " ORDER BY _pos, ordinal")
+        result = self.engine._connection.exec_driver_sql(
+            self._failed_sql(queries) + " ORDER BY _pos, ordinal"
+        )
         try:
             while rows := result.fetchmany(batch_rows):
                 yield [tuple(row) for row in rows]
         finally:
             result.close()
+
+    def rejected_rows(self, queries: list[tuple], superseded_sql, batch_rows: int):
+        """Arrow batches of the rows to quarantine, in file order: ``_retl_pos``, ``_retl_ordinals`` and
+        ``_retl_values`` (the failed rules and values, suite order), ``_retl_superseded`` (the key when a
+        newer row has it), then the whole row. Rows that fail, lack a key or are superseded; nothing else.
+        ``superseded_sql(source)``: the query of superseded rows (``file_row_number``, ``k``) of ``source``."""
+        source = f"read_parquet({_quoted(self.parquet)}, file_row_number = true)"
+        sql = f"""
+            WITH failed AS ({self._failed_sql(queries)}),
+            judged AS (
+                SELECT _pos, list(ordinal ORDER BY ordinal) AS ordinals, list(value ORDER BY ordinal) AS vals
+                FROM failed GROUP BY _pos
+            ),
+            superseded AS ({superseded_sql(source)})
+            SELECT s.file_row_number AS _retl_pos, judged.ordinals AS _retl_ordinals, judged.vals AS _retl_values,
+                   superseded.k AS _retl_superseded, s.* EXCLUDE (file_row_number)
+            FROM {source} AS s
+            LEFT JOIN judged ON judged._pos = s.file_row_number
+            LEFT JOIN superseded ON superseded.file_row_number = s.file_row_number
+            WHERE judged._pos IS NOT NULL OR superseded.file_row_number IS NOT NULL OR s._key IS NULL
+            ORDER BY s.file_row_number
+        """
+        cursor = self.engine._connection.connection.dbapi_connection.cursor()
+        try:
+            cursor.execute(sql)
+            yield from cursor.to_arrow_reader(batch_rows)
+        finally:
+            cursor.close()
 
     def close(self) -> None:
         if self.engine is not None:
@@ -149,10 +192,8 @@ class StagedFile:
                 self.engine._connection.close()
                 self.engine._connection = None
             self.engine.close()
-        try:
+        with contextlib.suppress(Exception):  # the context is ephemeral: a leftover datasource costs nothing
             self.context.data_sources.delete(self.name)
-        except Exception:  # the context is ephemeral: a leftover datasource costs nothing
-            pass
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self) -> StagedFile:

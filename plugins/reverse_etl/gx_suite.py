@@ -192,27 +192,7 @@ class SuiteRunner:
         with as_path(url).open("rb") as handle:
             total = pq.ParquetFile(handle).metadata.num_rows
         with StagedFile(self._context, url) as staged:
-            result = staged.validate(self.suite, parameters)
-            if len(result.results) != len(self.suite.expectations):
-                raise RuntimeError(
-                    f"GX returned {len(result.results)} results for {len(self.suite.expectations)} expectations"
-                )
-            queries, failures = [], {}
-            for item in result.results:
-                self._raise_if_broken(item, "unexpected_index_query")
-                if item.success:
-                    continue
-                config = item.expectation_config
-                ordinal = int(config.id.rsplit("-", 1)[1])
-                column = config.kwargs.get("column") or config.kwargs.get("column_list")
-                queries.append(
-                    (ordinal, item.result["unexpected_index_query"], column if isinstance(column, str) else None)
-                )
-                failures[ordinal] = {
-                    "expectation": config.type,
-                    "column": column,
-                    "rule": (config.meta or {}).get("rule"),
-                }
+            queries, failures = self._sql_verdict(staged, parameters)
             pending: dict[int, list[dict]] = {}
             for rows in staged.failing_rows(queries, block_rows) if queries else ():
                 last = rows[-1][0]
@@ -224,6 +204,55 @@ class SuiteRunner:
                 if done:
                     yield last, done
             yield total, pending
+
+    def iter_sql_rejections(
+        self, url: str, parameters: dict | None, batch_rows: int, superseded_sql
+    ) -> Iterator[list[tuple[int, list[dict], dict, str | None]]]:
+        """Batches of ``(position, failures, whole row, superseded key)`` for every row of a local staged
+        file that fails the suite (one GX validation in DuckDB), has no key, or is superseded
+        (``superseded_sql(source)``: their positions and keys), in file order. DuckDB joins GX's failing rows to the
+        whole rows, so only those rows reach Python."""
+        from reverse_etl.gx_duckdb import StagedFile, value_of
+
+        with StagedFile(self._context, url) as staged:
+            queries, failures = self._sql_verdict(staged, parameters)
+            for batch in staged.rejected_rows(queries, superseded_sql, batch_rows):
+                rows = batch.to_pylist()
+                out = []
+                for row in rows:
+                    position, ordinals = row.pop("_retl_pos"), row.pop("_retl_ordinals") or []
+                    values, key = row.pop("_retl_values") or [], row.pop("_retl_superseded")
+                    found = [
+                        {**failures[o], "value": value_of(v)} for o, v in zip(ordinals, values, strict=True)
+                    ]
+                    out.append((position, found, row, key))
+                yield out
+
+    def _sql_verdict(self, staged, parameters: dict | None) -> tuple[list[tuple], dict[int, dict]]:
+        """GX's verdict on the staged file: ``(ordinal, failing-row query, column)`` per failed rule, and
+        what a failure of each says (expectation, column, rule)."""
+        result = staged.validate(self.suite, parameters)
+        if len(result.results) != len(self.suite.expectations):
+            raise RuntimeError(
+                f"GX returned {len(result.results)} results for {len(self.suite.expectations)} expectations"
+            )
+        queries, failures = [], {}
+        for item in result.results:
+            self._raise_if_broken(item, "unexpected_index_query")
+            if item.success:
+                continue
+            config = item.expectation_config
+            ordinal = int(config.id.rsplit("-", 1)[1])
+            column = config.kwargs.get("column") or config.kwargs.get("column_list")
+            queries.append(
+                (ordinal, item.result["unexpected_index_query"], column if isinstance(column, str) else None)
+            )
+            failures[ordinal] = {
+                "expectation": config.type,
+                "column": column,
+                "rule": (config.meta or {}).get("rule"),
+            }
+        return sorted(queries), failures
 
     def iter_pandas_failures(
         self, url: str, parameters: dict | None, block_rows: int

@@ -149,8 +149,15 @@ class JsonLinesSink:
         self._handle = path.open("w", encoding="utf-8")
 
     def write(self, record: dict) -> None:
-        self._handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-        self.rows += 1
+        self.write_many([record])
+
+    def write_many(self, records: list[dict]) -> None:
+        """One write call for many lines: each call on an ObjectStoragePath handle goes through Airflow's
+        lineage hook (about 50 us), as much as encoding a quarantined row."""
+        if records:
+            dumps = json.JSONEncoder(ensure_ascii=False, default=str).encode
+            self._handle.write("".join(dumps(r) + "\n" for r in records))
+            self.rows += len(records)
 
     def close(self) -> None:
         self._handle.close()
