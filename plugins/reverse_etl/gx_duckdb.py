@@ -35,6 +35,7 @@ RESULT_FORMAT = {
     "return_unexpected_index_query": True,
 }
 _names = itertools.count()
+MEMORY_LIMIT = "128MB"
 
 
 class _DialectName(str):
@@ -115,7 +116,12 @@ class StagedFile:
         enable_duckdb()
         self.context = context
         self.name = f"staged-{next(_names)}"
-        source = context.data_sources.add_sql(self.name, connection_string=f"duckdb:///{self.database}")
+        source = context.data_sources.add_sql(
+            self.name,
+            connection_string=f"duckdb:///{self.database}",
+            # DuckDB takes 80% of the machine's memory by default; the rules stream, and sorts spill.
+            kwargs={"connect_args": {"config": {"memory_limit": MEMORY_LIMIT}}},
+        )
         self.batch_definition = source.add_table_asset(
             "staged", table_name="staged"
         ).add_batch_definition_whole_table("whole")
@@ -181,8 +187,7 @@ class StagedFile:
         """
         cursor = self.engine._connection.connection.dbapi_connection.cursor()
         try:
-            cursor.execute(sql)
-            yield from cursor.to_arrow_reader(batch_rows)
+            yield from cursor.sql(sql).to_arrow_reader(batch_rows)
         finally:
             cursor.close()
 

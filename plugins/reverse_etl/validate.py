@@ -96,8 +96,10 @@ def superseded_sql(
     """The query of rows whose key appears again in a newer row (``file_row_number``, ``k``) of ``source``,
     a ``read_parquet(..., file_row_number = true)``; ``names``: the file's columns."""
     order = f"{updated} DESC NULLS LAST, file_row_number DESC" if updated in names else "file_row_number DESC"
+    # Only the columns it needs: DuckDB keeps ``t`` (read twice) in memory.
+    extra = f", {updated}" if updated in names else ""
     return f"""
-        WITH t AS (SELECT {key} AS k, * FROM {source} WHERE {key} IS NOT NULL),
+        WITH t AS (SELECT {key} AS k, file_row_number{extra} FROM {source} WHERE {key} IS NOT NULL),
              dup AS (SELECT k FROM t GROUP BY k HAVING count(*) > 1)
         SELECT file_row_number, k FROM t SEMI JOIN dup USING (k)
         QUALIFY row_number() OVER (PARTITION BY k ORDER BY {order}) > 1
