@@ -137,6 +137,11 @@ class StagedFile:
             self.engine.dialect_module = sqlalchemy.dialects.postgresql
         return batch.validate(suite, result_format=RESULT_FORMAT, expectation_parameters=parameters or {})
 
+    def rollback(self) -> None:
+        """After a failed query DuckDB refuses the next ones on that connection until a rollback."""
+        if self.engine is not None and self.engine._connection is not None:
+            self.engine._connection.rollback()
+
     def _failed_sql(self, queries: list[tuple[int, str, str | None]]) -> str:
         """GX's failing-row queries as one: ``(_pos, ordinal, value as JSON text)``."""
         parts = []
