@@ -18,16 +18,24 @@ What is measured
         Expectations, Airflow's SDK, the engine) and a warm-up extract + validate of the last day of the window
         (a dry run: Airflow's plugins, loaded by the first connection lookup, and the lazy imports, about
         1.5 s a task process pays once), so that *peak over baseline* is what the data cost;
-      * a breakdown of validate: Great Expectations setup, the GX suite over the staged file (column groups
-        in blocks, ``SuiteRunner.iter_failures``), the DuckDB duplicate-key pass, the quarantine writes, the
-        ledger writes, the Parquet writes (none since validate keeps no second file), and "other" (reading
-        whole rows back in chunks, the rejected rows' Python work, the rejected-positions file).
+      * a breakdown of validate: Great Expectations setup, "GX suite over the file" (GX's SQL engine on
+        DuckDB over the staged file and DuckDB's query of the quarantined whole rows,
+        ``SuiteRunner.iter_sql_rejections``; with GX's pandas engine, its blocks, ``iter_failures``), the
+        separate DuckDB duplicate-key pass (pandas engine only: with DuckDB it is in the rows query), the
+        quarantine writes, the ledger writes, the Parquet writes (none since validate keeps no second file),
+        and "other" (the rejected rows' Python work, the rejected-positions file).
     Light wrappers around those functions time them and print progress; they do not change what runs.
 
     Baseline, measured in the same run: DuckDB's own ``COPY (<the mapping SQL, rendered for the same
     window>) TO 'x.parquet'`` from the same warehouse, in a fresh process of its own (so it adds nothing to
     the engine's memory), once right before and once right after the engine's child; the baseline is the
     mean of the two, so both sides see the same load. Goal: extract + validate within 1.5x of that COPY.
+
+    Floor, measured in the same run (``floor_sql.py``, a fresh process after the engine): the same COPY to
+    a staged Parquet file, then the same suite written as plain DuckDB SQL over it, with the quarantine
+    (rows, rules broken, superseded duplicates, missing keys) written by one more COPY; no ledger, no
+    Python per row. Its ratio to COPY is what validating costs at all; the engine over the floor is what
+    Great Expectations, Python and the ledger add.
     The figures go to ``benchmarks/results/extract_validate.json`` (``benchmarks/results.py``).
 
 How to read it
@@ -318,7 +326,8 @@ def parent(args: argparse.Namespace) -> int:
             shutil.rmtree(root, ignore_errors=True)
     print_report(results, args.chunk_rows)
     if not args.no_results:
-        _say(f"figures written to {write_figures(results, args.results)}")
+        load = [round(load_start, 2), round(os.getloadavg()[0], 2)]
+        _say(f"figures written to {write_figures(results, args.results, load)}")
     print(
         f"  load average at start {load_start:.2f}, at end {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs "
         "(timings are wall seconds: other work on the machine inflates them)"
@@ -326,7 +335,7 @@ def parent(args: argparse.Namespace) -> int:
     return 0 if all("error" not in r for r in results) else 1
 
 
-def write_figures(results: list[dict], folder: Path | None = None) -> Path:
+def write_figures(results: list[dict], folder: Path | None = None, load: list[float] | None = None) -> Path:
     """``benchmarks/results/extract_validate.json``: seconds vs COPY per size, and the memory ratio."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from results import figure, write_results
@@ -366,7 +375,13 @@ def write_figures(results: list[dict], folder: Path | None = None) -> Path:
                 and large["peak_kb"] / MIB < GOAL_MEMORY_MB,
             )
         )
-    return write_results("extract_validate", figures, Path(folder) if folder else None, sizes=results)
+    return write_results(
+        "extract_validate",
+        figures,
+        Path(folder) if folder else None,
+        sizes=results,
+        load_average_start_end=load,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- child
