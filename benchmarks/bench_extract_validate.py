@@ -203,7 +203,9 @@ def run_size(size: int, warehouse: Path, root: Path, args: argparse.Namespace) -
     floor = floor_run(warehouse, home)
     result["floor"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in floor.items()}
     result["floor_s"] = round(floor["copy_s"] + floor["validate_s"], 3)
-    result["floor_ratio"] = round(result["floor_s"] / result["baseline_copy_s"], 2)
+    # Against the COPY of its own process: the engine's COPY runs minutes apart, and on a shared machine
+    # two COPYs a minute apart differ by up to 2x.
+    result["floor_ratio"] = round(result["floor_s"] / floor["copy_s"], 2)
     return result
 
 
@@ -258,9 +260,9 @@ def print_report(results: list[dict], chunk_rows: int | None) -> None:
         )
         print(
             f"  {'':>9}  floor (COPY + the suite as plain DuckDB SQL + quarantine COPY, no ledger): "
-            f"{r['floor_s']:.2f} s = {r['floor_ratio']:.2f}x COPY (its COPY {r['floor']['copy_s']:.2f} s, its "
-            f"validate {r['floor']['validate_s']:.2f} s, {r['floor']['rejected']:,} quarantined); the engine is "
-            f"{r['total_s'] / r['floor_s']:.2f}x the floor"
+            f"{r['floor_s']:.2f} s = {r['floor_ratio']:.2f}x its own COPY ({r['floor']['copy_s']:.2f} s; its "
+            f"validate {r['floor']['validate_s']:.2f} s, {r['floor']['rejected']:,} quarantined); the engine's "
+            f"validate is {r['validate_s'] / max(r['floor']['validate_s'], 1e-9):.1f}x the floor's"
         )
         print(
             f"  {'':>9}  validate: GX setup {b['gx_setup']:.2f}, GX suite over the file {b['gx_chunks']:.2f}, "
@@ -292,7 +294,7 @@ def print_report(results: list[dict], chunk_rows: int | None) -> None:
         total = r["extract_s"] + r["validate_s"]
         print(
             f"  {r['size']:,} customers -> {r['rows']:,} rows in {total:.1f} s = {r['ratio']:.2f}x DuckDB's COPY "
-            f"({r['baseline_copy_s']:.2f} s; goal <= {GOAL_RATIO}x; the suite as plain SQL: {r['floor_ratio']:.2f}x) "
+            f"({r['baseline_copy_s']:.2f} s; goal <= {GOAL_RATIO}x; the suite as plain SQL: {r['floor_ratio']:.2f}x its COPY) "
             f"({r['rows_per_s']:,.0f} rows/s; validate is {r['validate_s'] / total:.0%}"
             f" of it), peak {r['peak_kb'] / MIB:.0f} MB = baseline {r['baseline_kb'] / MIB:.0f} MB "
             f"+ {(r['peak_kb'] - r['baseline_kb']) / MIB:.0f} MB"
@@ -355,10 +357,11 @@ def write_figures(results: list[dict], folder: Path | None = None, load: list[fl
         )
         figures.append(
             figure(
-                f"floor: the same mapping + suite as plain DuckDB SQL (COPY, rules, quarantine), {r['rows']:,} rows",
+                f"floor: the same mapping + suite as plain DuckDB SQL (COPY, rules, quarantine), {r['rows']:,} rows"
+                " (baseline: its own COPY)",
                 r["floor_s"],
                 unit="s",
-                baseline=r["baseline_copy_s"],
+                baseline=r["floor"]["copy_s"],
                 goal=None,
             )
         )
