@@ -493,7 +493,7 @@ def _instrument(timers: _Timers) -> None:
 
     staging.iter_parquet = iter_parquet
     # One call per batch of lines (older engines: one per line).
-    sink_write = "write_many" if hasattr(staging.JsonLinesSink, "write_many") else "write"
+    sink_write = next(n for n in ("write_lines", "write_many", "write") if hasattr(staging.JsonLinesSink, n))
     setattr(
         staging.JsonLinesSink,
         sink_write,

@@ -172,9 +172,11 @@ class StagedFile:
     def rejected_rows(self, queries: list[tuple], superseded_sql, batch_rows: int):
         """Arrow batches of the rows to quarantine, in file order: ``_retl_pos``, ``_retl_ordinals`` and
         ``_retl_values`` (the failed rules and values, suite order), ``_retl_superseded`` (the key when a
-        newer row has it), then the whole row. Rows that fail, lack a key or are superseded; nothing else.
+        newer row has it), ``_retl_key``, ``_retl_deleted`` and ``_retl_row``, the whole row as JSON text.
+        Rows that fail, lack a key or are superseded; nothing else.
         ``superseded_sql(source)``: the query of superseded rows (``file_row_number``, ``k``) of ``source``."""
         source = f"read_parquet({_quoted(self.parquet)}, file_row_number = true)"
+        cursor = self.engine._connection.connection.dbapi_connection.cursor()
         sql = f"""
             WITH failed AS ({self._failed_sql(queries)}),
             judged AS (
@@ -183,18 +185,36 @@ class StagedFile:
             ),
             superseded AS ({superseded_sql(source)})
             SELECT s.file_row_number AS _retl_pos, judged.ordinals AS _retl_ordinals, judged.vals AS _retl_values,
-                   superseded.k AS _retl_superseded, s.* EXCLUDE (file_row_number)
+                   superseded.k AS _retl_superseded, s._key AS _retl_key, s._deleted AS _retl_deleted,
+                   {self._row_json(cursor, source)} AS _retl_row
             FROM {source} AS s
             LEFT JOIN judged ON judged._pos = s.file_row_number
             LEFT JOIN superseded ON superseded.file_row_number = s.file_row_number
             WHERE judged._pos IS NOT NULL OR superseded.file_row_number IS NOT NULL OR s._key IS NULL
             ORDER BY s.file_row_number
         """
-        cursor = self.engine._connection.connection.dbapi_connection.cursor()
         try:
             yield from cursor.sql(sql).to_arrow_reader(batch_rows)
         finally:
             cursor.close()
+
+    @staticmethod
+    def _row_json(cursor, source: str) -> str:
+        """The whole row as JSON text, written by DuckDB as Python's ``json`` (``default=str``) writes it:
+        dates as ISO text; decimals and timestamps cast to Python's text for them. Only the spacing differs."""
+        columns = cursor.sql(f"DESCRIBE SELECT * EXCLUDE (file_row_number) FROM {source}").fetchall()
+        fields = []
+        for name, kind, *_ in columns:
+            value = f"s.{_identifier(name)}"
+            if kind.upper().startswith("DECIMAL"):
+                value = f"CAST({value} AS VARCHAR)"
+            elif kind.upper() == "TIMESTAMP":  # Python drops zero microseconds and keeps trailing zeros
+                value = (
+                    f"CASE WHEN microsecond({value}) = 0 THEN strftime({value}, '%Y-%m-%d %H:%M:%S') "
+                    f"ELSE strftime({value}, '%Y-%m-%d %H:%M:%S.%f') END"
+                )
+            fields.append(f"{_identifier(name)} := {value}")
+        return f"to_json(struct_pack({', '.join(fields)}))::VARCHAR"
 
     def close(self) -> None:
         if self.engine is not None:

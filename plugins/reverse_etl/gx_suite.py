@@ -207,25 +207,33 @@ class SuiteRunner:
 
     def iter_sql_rejections(
         self, url: str, parameters: dict | None, batch_rows: int, superseded_sql
-    ) -> Iterator[list[tuple[int, list[dict], dict, str | None]]]:
-        """Batches of ``(position, failures, whole row, superseded key)`` for every row of a local staged
-        file that fails the suite (one GX validation in DuckDB), has no key, or is superseded
-        (``superseded_sql(source)``: their positions and keys), in file order. DuckDB joins GX's failing rows to the
-        whole rows, so only those rows reach Python."""
+    ) -> Iterator[list[tuple[int, list[dict], Any, bool, str, str | None]]]:
+        """Batches of ``(position, failures, key, deleted, whole row as JSON text, superseded key)`` for every
+        row of a local staged file that fails the suite (one GX validation in DuckDB), has no key, or is
+        superseded (``superseded_sql(source)``: their positions and keys), in file order. DuckDB joins GX's
+        failing rows to the whole rows and writes those as JSON, so only they reach Python, as text."""
         from reverse_etl.gx_duckdb import StagedFile, value_of
 
         with StagedFile(self._context, url) as staged:
             queries, failures = self._sql_verdict(staged, parameters)
             for batch in staged.rejected_rows(queries, superseded_sql, batch_rows):
-                rows = batch.to_pylist()
+                columns = batch.to_pydict()
                 out = []
-                for row in rows:
-                    position, ordinals = row.pop("_retl_pos"), row.pop("_retl_ordinals") or []
-                    values, key = row.pop("_retl_values") or [], row.pop("_retl_superseded")
+                for position, ordinals, values, superseded, key, deleted, row in zip(
+                    columns["_retl_pos"],
+                    columns["_retl_ordinals"],
+                    columns["_retl_values"],
+                    columns["_retl_superseded"],
+                    columns["_retl_key"],
+                    columns["_retl_deleted"],
+                    columns["_retl_row"],
+                    strict=True,
+                ):
                     found = [
-                        {**failures[o], "value": value_of(v)} for o, v in zip(ordinals, values, strict=True)
+                        {**failures[o], "value": value_of(v)}
+                        for o, v in zip(ordinals or [], values or [], strict=True)
                     ]
-                    out.append((position, found, row, key))
+                    out.append((position, found, key, bool(deleted), row, superseded))
                 yield out
 
     def _sql_verdict(self, staged, parameters: dict | None) -> tuple[list[tuple], dict[int, dict]]:
@@ -260,9 +268,10 @@ class SuiteRunner:
             queries.append(
                 (ordinal, item.result["unexpected_index_query"], column if isinstance(column, str) else None)
             )
-            failures[ordinal] = {
+            failures[ordinal] = {  # the pandas engine's order of keys: the quarantine reads the same
                 "expectation": config.type,
                 "column": column,
+                "value": None,
                 "rule": (config.meta or {}).get("rule"),
             }
         return sorted(queries), failures

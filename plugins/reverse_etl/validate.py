@@ -136,8 +136,8 @@ SUPERSEDED_RULE = "duplicate key: superseded by a newer row with the same key"
 
 
 def _pandas_rejections(runner, url: str, parameters: dict, chunk_rows: int, names: list[str]):
-    """Batches of ``(position, failures, row, superseded key)`` as ``SuiteRunner.iter_sql_rejections``
-    gives them, for files GX's SQL engine does not read (object storage, pandas row conditions): the
+    """Batches of ``(position, failures, key, deleted, row, superseded key)`` as
+    ``SuiteRunner.iter_sql_rejections`` gives them (the row as a dict here, not JSON text), for files GX's SQL engine does not read (object storage, pandas row conditions): the
     suite in GX's pandas engine block by block, whole rows read back chunk by chunk."""
     import numpy as np
     import pyarrow as pa
@@ -169,7 +169,10 @@ def _pandas_rejections(runner, url: str, parameters: dict, chunk_rows: int, name
         positions = sorted(failures)
         # One columnar take for the chunk's failed rows: row-by-row pandas access dominated at scale.
         rows = batch.take(pa.array([p - offset for p in positions])).to_pylist() if positions else []
-        yield [(p, failures[p], row, keys.get(p)) for p, row in zip(positions, rows, strict=True)]
+        yield [
+            (p, failures[p], row["_key"], bool(row["_deleted"]), row, keys.get(p))
+            for p, row in zip(positions, rows, strict=True)
+        ]
         offset += size
 
 
@@ -239,10 +242,11 @@ def validate(
     rejected: list[int] = []
     rejected_deletes = 0
     broken: Counter[tuple[str, str]] = Counter()  # (rule, column) -> rows that broke it
+    encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
     with JsonLinesSink(folder / "quarantine.jsonl") as quarantine:
         for batch in rejections:
             lines, rejected_for_ledger = [], []
-            for position, reasons, row, superseded_key in batch:
+            for position, reasons, key, deleted, row, superseded_key in batch:
                 if superseded_key is not None:
                     reasons.append(
                         {
@@ -258,15 +262,19 @@ def validate(
                     reasons.append(
                         {"expectation": KEY_NOT_NULL["type"], "column": "_key", "value": None, "rule": None}
                     )
+                head = {"record_key": key, "reason": describe(reasons), "failures": reasons}
+                # The row comes as JSON text from DuckDB (GX's SQL engine) or as a dict (its pandas engine).
                 lines.append(
-                    {"record_key": row["_key"], "reason": describe(reasons), "failures": reasons, "row": row}
+                    encode(head)[:-1] + ', "row": ' + row + "}"
+                    if isinstance(row, str)
+                    else encode({**head, "row": row})
                 )
                 broken.update({(rule_label(f), f["column"]) for f in reasons})
-                rejected_deletes += bool(row["_deleted"])
-                if row["_key"] is not None and superseded_key is None:
-                    rejected_for_ledger.append((str(row["_key"]), describe(reasons, values=False)))
+                rejected_deletes += deleted
+                if key is not None and superseded_key is None:
+                    rejected_for_ledger.append((str(key), describe(reasons, values=False)))
                 rejected.append(position)
-            quarantine.write_many(lines)
+            quarantine.write_lines(lines)
             if rejected_for_ledger and record_rejections:
                 ledger.mark_rejected(rejected_for_ledger)
         manifest["quarantine_path"] = str(quarantine.path)
