@@ -35,7 +35,7 @@ RESULT_FORMAT = {
     "return_unexpected_index_query": True,
 }
 _names = itertools.count()
-MEMORY_LIMIT = "128MB"
+MEMORY_LIMIT = "256MB"
 
 
 class _DialectName(str):
