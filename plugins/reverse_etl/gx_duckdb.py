@@ -35,7 +35,7 @@ RESULT_FORMAT = {
     "return_unexpected_index_query": True,
 }
 _names = itertools.count()
-MEMORY_LIMIT = "128MB"
+MEMORY_LIMIT = "256MB"
 
 
 class _DialectName(str):
@@ -194,8 +194,9 @@ class StagedFile:
             ORDER BY s.file_row_number
         """
         try:
-            # One thread: the sort of the quarantined rows' JSON then fits the memory limit (with two, a
-            # million customers' 25,000 rows ran out of 128 MB); the rules ran before on every thread.
+            # One thread: the quarantined rows' query (GX's failing-row queries, the duplicate pass, the
+            # rows' JSON and their sort) holds less at once; with two it needed over 256 MB at 1M rows,
+            # and 128 MB failed now and then even with one. The rules ran before on every thread.
             cursor.execute("SET threads = 1")
             yield from cursor.sql(sql).to_arrow_reader(batch_rows)
         finally:
