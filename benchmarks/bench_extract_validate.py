@@ -361,7 +361,10 @@ def write_figures(results: list[dict], folder: Path | None = None, load: list[fl
                 unit="s",
                 baseline=r["baseline_copy_s"],
                 goal=f"<= {GOAL_RATIO}x DuckDB COPY of the same mapping",
-                met=r["ratio"] <= GOAL_RATIO,
+                # Wall seconds against a COPY slowed by other work can pass by luck: the CPU seconds
+                # (all threads, extract + validate vs COPY's) must agree.
+                met=r["ratio"] <= GOAL_RATIO
+                and r["extract_cpu_s"] + r["validate_cpu_s"] <= GOAL_RATIO * r["copy_cpu_s"],
             )
         )
         figures.append(
