@@ -257,9 +257,8 @@ def validate(
                             "rule": SUPERSEDED_RULE,
                         }
                     )
-                if (
-                    not reasons
-                ):  # a deleted row without a key: live rows without one fail the suite's own rule
+                # A deleted row without a key (a live one fails the suite's own rule on _key).
+                if not reasons:
                     reasons.append(
                         {"expectation": KEY_NOT_NULL["type"], "column": "_key", "value": None, "rule": None}
                     )
