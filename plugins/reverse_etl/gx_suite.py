@@ -103,6 +103,7 @@ class SuiteRunner:
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
         asset = context.data_sources.add_pandas("retl").add_dataframe_asset("chunk")
         self._batch_definition = asset.add_batch_definition_whole_dataframe("whole")
+        self._context = context
         self.source = source or f"suite '{name}'"
         configs = []
         for number, entry in enumerate([KEY_NOT_NULL, *expectations]):
@@ -123,6 +124,9 @@ class SuiteRunner:
                     f"{_expectation_problem(exc)}. Fix the file."
                 ) from exc
         self.suite = gx.ExpectationSuite(name=name, expectations=[c.to_domain_obj() for c in configs])
+        for ordinal, expectation in enumerate(self.suite.expectations):
+            # GX orders a run's results its own way; the id names the suite entry a result is for.
+            expectation.id = f"00000000-0000-0000-0000-{ordinal:012d}"
         self.name = name
         by_columns: dict[tuple[str, ...], list[int]] = {}
         for ordinal, config in enumerate(configs):
@@ -164,8 +168,118 @@ class SuiteRunner:
         return _by_row(found)
 
     def iter_failures(self, url: str, parameters: dict | None, block_rows: int) -> Iterator[tuple[int, dict]]:
-        """``(end, failures)`` per block of a staged Parquet file: row position -> failed expectations for
-        the rows before ``end`` not yet given, deleted rows skipped.
+        """``(end, failures)`` for a staged Parquet file, in order: row position -> failed expectations for
+        the rows before ``end`` not yet given, deleted rows skipped. A local file runs in GX's SQL engine on
+        DuckDB (``gx_duckdb``: one GX validation for the whole file); others in its pandas engine, block
+        by block (``iter_pandas_failures``)."""
+        from reverse_etl import gx_duckdb
+
+        if gx_duckdb.usable(url, self.suite.expectations):
+            yield from self.iter_sql_failures(url, parameters, block_rows)
+        else:
+            yield from self.iter_pandas_failures(url, parameters, block_rows)
+
+    def iter_sql_failures(
+        self, url: str, parameters: dict | None, block_rows: int
+    ) -> Iterator[tuple[int, dict]]:
+        """The whole suite in one GX validation over the file in DuckDB, then the failing rows of the rules
+        that failed (GX's ``unexpected_index_query``), sorted by position, ``block_rows`` at a time."""
+        import pyarrow.parquet as pq
+
+        from reverse_etl.gx_duckdb import StagedFile, value_of
+        from reverse_etl.staging import as_path
+
+        with as_path(url).open("rb") as handle:
+            total = pq.ParquetFile(handle).metadata.num_rows
+        with StagedFile(self._context, url) as staged:
+            queries, failures = self._sql_verdict(staged, parameters)
+            pending: dict[int, list[dict]] = {}
+            for rows in staged.failing_rows(queries, block_rows) if queries else ():
+                last = rows[-1][0]
+                for position, ordinal, value in rows:
+                    pending.setdefault(position, []).append({**failures[ordinal], "value": value_of(value)})
+                # The last row's failures may go on in the next batch: keep it back.
+                done = {p: f for p, f in pending.items() if p < last}
+                pending = {last: pending[last]}
+                if done:
+                    yield last, done
+            yield total, pending
+
+    def iter_sql_rejections(
+        self, url: str, parameters: dict | None, batch_rows: int, superseded_sql
+    ) -> Iterator[list[tuple[int, list[dict], Any, bool, str, str | None]]]:
+        """Batches of ``(position, failures, key, deleted, whole row as JSON text, superseded key)`` for every
+        row of a local staged file that fails the suite (one GX validation in DuckDB), has no key, or is
+        superseded (``superseded_sql(source)``: their positions and keys), in file order. DuckDB joins GX's
+        failing rows to the whole rows and writes those as JSON, so only they reach Python, as text."""
+        from reverse_etl.gx_duckdb import StagedFile, value_of
+
+        with StagedFile(self._context, url) as staged:
+            queries, failures = self._sql_verdict(staged, parameters)
+            for batch in staged.rejected_rows(queries, superseded_sql, batch_rows):
+                columns = batch.to_pydict()
+                out = []
+                for position, ordinals, values, superseded, key, deleted, row in zip(
+                    columns["_retl_pos"],
+                    columns["_retl_ordinals"],
+                    columns["_retl_values"],
+                    columns["_retl_superseded"],
+                    columns["_retl_key"],
+                    columns["_retl_deleted"],
+                    columns["_retl_row"],
+                    strict=True,
+                ):
+                    found = [
+                        {**failures[o], "value": value_of(v)}
+                        for o, v in zip(ordinals or [], values or [], strict=True)
+                    ]
+                    out.append((position, found, key, bool(deleted), row, superseded))
+                yield out
+
+    def _sql_verdict(self, staged, parameters: dict | None) -> tuple[list[tuple], dict[int, dict]]:
+        """GX's verdict on the staged file: ``(ordinal, failing-row query, column)`` per failed rule, and
+        what a failure of each says (expectation, column, rule)."""
+        result = staged.validate(self.suite, parameters)
+        if any(_raised(item.exception_info) for item in result.results):
+            # One rule DuckDB cannot run fails GX's shared query for all: run them alone to name it.
+            import copy
+
+            import great_expectations as gx
+
+            for expectation in self.suite.expectations:
+                staged.rollback()
+                single = copy.copy(expectation)
+                single.id = None
+                alone = gx.ExpectationSuite(name=f"{self.name} [check]", expectations=[single])
+                for item in staged.validate(alone, parameters).results:
+                    self._raise_if_broken(item, "unexpected_index_query")
+        if len(result.results) != len(self.suite.expectations):
+            raise RuntimeError(
+                f"GX returned {len(result.results)} results for {len(self.suite.expectations)} expectations"
+            )
+        queries, failures = [], {}
+        for item in result.results:
+            self._raise_if_broken(item, "unexpected_index_query")
+            if item.success:
+                continue
+            config = item.expectation_config
+            ordinal = int(config.id.rsplit("-", 1)[1])
+            column = config.kwargs.get("column") or config.kwargs.get("column_list")
+            queries.append(
+                (ordinal, item.result["unexpected_index_query"], column if isinstance(column, str) else None)
+            )
+            failures[ordinal] = {  # the pandas engine's order of keys: the quarantine reads the same
+                "expectation": config.type,
+                "column": column,
+                "value": None,
+                "rule": (config.meta or {}).get("rule"),
+            }
+        return sorted(queries), failures
+
+    def iter_pandas_failures(
+        self, url: str, parameters: dict | None, block_rows: int
+    ) -> Iterator[tuple[int, dict]]:
+        """``(end, failures)`` per block of a staged Parquet file, in GX's pandas engine.
 
         A block is whole row groups (the staged file has one per chunk) adding up to ``block_rows``; in a
         block the suite runs one column group at a time, on only its columns. Memory holds one block of a
@@ -236,7 +350,7 @@ class SuiteRunner:
             )
         return found
 
-    def _raise_if_broken(self, item) -> None:
+    def _raise_if_broken(self, item, rows_key: str = "unexpected_index_list") -> None:
         """A result that could not run, or that cannot name rows, is a suite problem: say which."""
         config = item.expectation_config
         message = _raised(item.exception_info)
@@ -248,7 +362,7 @@ class SuiteRunner:
                 if "compare" in message
                 else f"Expectation suite {self.source}: {config.type}({config.kwargs}) could not run: {message}"
             )
-        if not item.success and item.result.get("unexpected_index_list") is None:
+        if not item.success and item.result.get(rows_key) is None:
             raise ConfigError(
                 f"Expectation suite {self.source}: {config.type}({config.kwargs}) failed on the whole chunk; only "
                 "row-level (column map) expectations can quarantine rows (a date rule whose bounds are "
@@ -277,11 +391,21 @@ def _raised(info: dict | None) -> str | None:
     if not info:
         return None
     if info.get("raised_exception"):
-        return str(info.get("exception_message"))
+        return _short(str(info.get("exception_message")))
     for value in info.values():
         if isinstance(value, dict) and value.get("raised_exception"):
-            return str(value.get("exception_message"))
+            return _short(str(value.get("exception_message")))
     return None
+
+
+def _short(message: str) -> str:
+    """DuckDB's own words from a GX SQL error (GX wraps them in the query and a traceback)."""
+    import re
+
+    found = [m.strip() for m in re.findall(r"\(_duckdb\.\w+\) ([^\n\"]+)", message)]
+    # The first failure aborts the transaction; the later queries only say so.
+    causes = [m for m in found if not m.startswith("TransactionContext")] or found
+    return causes[0] if causes else message
 
 
 def _jsonable(value: Any) -> Any:

@@ -90,7 +90,24 @@ def personal_fields(destination: str, entity: str) -> frozenset[str] | None:
     return frozenset(declared) if isinstance(declared, list) else None
 
 
-def superseded_rows(url: str, key: str = "_key", updated: str = "_updated_at") -> dict[int, str]:
+def superseded_sql(
+    source: str, names: set[str] | list[str], key: str = "_key", updated: str = "_updated_at"
+) -> str:
+    """The query of rows whose key appears again in a newer row (``file_row_number``, ``k``) of ``source``,
+    a ``read_parquet(..., file_row_number = true)``; ``names``: the file's columns.
+
+    Keys are grouped by their 64-bit hash, not their text: a million keys take a few MB instead of about
+    100 MB. A hash shared by two keys only makes both candidates; the ranking is by the key itself."""
+    order = f"{updated} DESC NULLS LAST, file_row_number DESC" if updated in names else "file_row_number DESC"
+    return f"""
+        WITH dup AS (SELECT hash({key}) AS h FROM {source} WHERE {key} IS NOT NULL GROUP BY h HAVING count(*) > 1)
+        SELECT file_row_number, {key} AS k FROM {source}
+        WHERE {key} IS NOT NULL AND hash({key}) IN (SELECT h FROM dup)
+        QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {order}) > 1
+    """
+
+
+def superseded_rows(url: str, names: set[str] | list[str]) -> dict[int, str]:
     """Positions of rows whose key appears again in a newer row; DuckDB does it out of core."""
     import duckdb
 
@@ -101,22 +118,60 @@ def superseded_rows(url: str, key: str = "_key", updated: str = "_updated_at") -
         con.execute("SET memory_limit='512MB'")
         con.execute("SET preserve_insertion_order=false")
         source = duckdb_source(con, url)
-        names = {r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [source]).fetchall()}
-        order = (
-            f"{updated} DESC NULLS LAST, file_row_number DESC" if updated in names else "file_row_number DESC"
-        )
         rows = con.execute(
-            f"""
-            WITH t AS (SELECT {key} AS k, * FROM read_parquet(?, file_row_number = true) WHERE {key} IS NOT NULL),
-                 dup AS (SELECT k FROM t GROUP BY k HAVING count(*) > 1)
-            SELECT file_row_number, k FROM t SEMI JOIN dup USING (k)
-            QUALIFY row_number() OVER (PARTITION BY k ORDER BY {order}) > 1
-            """,
-            [source],
+            superseded_sql("read_parquet($source, file_row_number = true)", names), {"source": source}
         ).fetchall()
     finally:
         con.close()
     return {int(pos): str(k) for pos, k in rows}
+
+
+# Quarantined rows handled at once (whole rows as dicts, their JSON lines, ledger entries): 5,000 rows of 20
+# columns are a few MB; 25,000 (a million customers' rejects, one batch) took 150 MB.
+REJECTED_BATCH_ROWS = 5000
+
+SUPERSEDED_RULE = "duplicate key: superseded by a newer row with the same key"
+
+
+def _pandas_rejections(runner, url: str, parameters: dict, chunk_rows: int, names: list[str]):
+    """Batches of ``(position, failures, key, deleted, row, superseded key)`` as
+    ``SuiteRunner.iter_sql_rejections`` gives them (the row as a dict here, not JSON text), for files GX's SQL engine does not read (object storage, pandas row conditions): the
+    suite in GX's pandas engine block by block, whole rows read back chunk by chunk."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from reverse_etl.staging import iter_parquet
+
+    superseded = superseded_rows(url, names)
+    blocks = runner.iter_failures(url, parameters, chunk_rows * BLOCK_CHUNKS)
+    pending: dict[int, list[dict]] = {}
+    judged = offset = 0  # rows the suite has been run on so far; rows read back so far
+    for batch in iter_parquet(url, chunk_rows):
+        size = batch.num_rows
+        while judged < offset + size:
+            judged, block = next(blocks)
+            pending.update(block)
+        failures = {}
+        for position in pending:  # ascending: blocks come in order, rows sorted within each
+            if position >= offset + size:
+                break
+            failures[position] = pending[position]
+        for position in failures:
+            del pending[position]
+        keys = {p: k for p, k in superseded.items() if offset <= p < offset + size}
+        for position in keys:
+            failures.setdefault(position, [])
+        for position in np.flatnonzero(pc.is_null(batch.column("_key")).to_numpy(zero_copy_only=False)):
+            failures.setdefault(int(position) + offset, [])
+        positions = sorted(failures)
+        # One columnar take for the chunk's failed rows: row-by-row pandas access dominated at scale.
+        rows = batch.take(pa.array([p - offset for p in positions])).to_pylist() if positions else []
+        yield [
+            (p, failures[p], row["_key"], bool(row["_deleted"]), row, keys.get(p))
+            for p, row in zip(positions, rows, strict=True)
+        ]
+        offset += size
 
 
 # Great Expectations runs over blocks of this many chunks (``RETL_CHUNK_ROWS``), one column group at a time:
@@ -140,11 +195,10 @@ def validate(
     ``rejected_rows_path`` lists the positions to skip; read them with ``staging.iter_valid(manifest)``.
     ``record_rejections=False`` (dry runs) writes the quarantine file but leaves the ledger untouched.
     """
-    import numpy as np
-    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from reverse_etl import gx_duckdb
     from reverse_etl.ledger import Ledger
     from reverse_etl.staging import JsonLinesSink, as_path, iter_parquet, sync_dir, write_positions
 
@@ -170,68 +224,58 @@ def validate(
         settings.shown(suite_path(destination, entity)),
     )
     with as_path(extract_manifest["path"]).open("rb") as handle:
-        names = pq.ParquetFile(handle).schema_arrow.names
+        staged = pq.ParquetFile(handle)
+        names, total_rows = staged.schema_arrow.names, staged.metadata.num_rows
     runner.check_columns(names, settings.shown(sql_path(destination, entity)))
     parameters = suite_parameters(extract_manifest.get("window"))
-    superseded = superseded_rows(extract_manifest["path"])
-    # The suite's verdicts come block by block (failing rows only); whole rows are read back chunk by chunk.
-    blocks = runner.iter_failures(extract_manifest["path"], parameters, chunk_rows * BLOCK_CHUNKS)
-    pending: dict[int, list[dict]] = {}
-    judged = 0  # rows the suite has been run on so far
+    url = extract_manifest["path"]
+    if gx_duckdb.usable(url, runner.suite.expectations):
+        rejections = runner.iter_sql_rejections(
+            url, parameters, REJECTED_BATCH_ROWS, lambda source: superseded_sql(source, names)
+        )
+    else:
+        rejections = _pandas_rejections(runner, url, parameters, chunk_rows, names)
     folder = sync_dir(dag_id, run_id, entity)
     ledger = Ledger(destination, entity, run_id)
-    offset = 0
     rejected: list[int] = []
     rejected_deletes = 0
     broken: Counter[tuple[str, str]] = Counter()  # (rule, column) -> rows that broke it
+    encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
     with JsonLinesSink(folder / "quarantine.jsonl") as quarantine:
-        for batch in iter_parquet(extract_manifest["path"], chunk_rows):
-            size = batch.num_rows
-            while judged < offset + size:
-                judged, block = next(blocks)
-                pending.update(block)
-            failures = {}
-            for position in pending:  # ascending: blocks come in order, rows sorted within each
-                if position >= offset + size:
-                    break
-                failures[position] = pending[position]
-            for position in failures:
-                del pending[position]
-            for position, key in superseded.items():
-                if offset <= position < offset + size:
-                    failures.setdefault(position, []).append(
+        for batch in rejections:
+            lines, rejected_for_ledger = [], []
+            for position, reasons, key, deleted, row, superseded_key in batch:
+                if superseded_key is not None:
+                    reasons.append(
                         {
                             "expectation": "unique_key",
                             "column": "_key",
-                            "value": key,
-                            "rule": "duplicate key: superseded by a newer row with the same key",
+                            "value": superseded_key,
+                            "rule": SUPERSEDED_RULE,
                         }
                     )
-            for position in np.flatnonzero(pc.is_null(batch.column("_key")).to_numpy(zero_copy_only=False)):
-                failures.setdefault(
-                    int(position) + offset,
-                    [{"expectation": KEY_NOT_NULL["type"], "column": "_key", "value": None, "rule": None}],
-                )
-            rejected_for_ledger = []
-            positions = sorted(failures)
-            # One columnar take for the block's failed rows: row-by-row pandas access dominated at scale.
-            rows = batch.take(pa.array([p - offset for p in positions])).to_pylist() if positions else []
-            for position, row in zip(positions, rows, strict=True):
-                reasons = failures[position]
-                quarantine.write(
-                    {"record_key": row["_key"], "reason": describe(reasons), "failures": reasons, "row": row}
+                # A deleted row without a key (a live one fails the suite's own rule on _key).
+                if not reasons:
+                    reasons.append(
+                        {"expectation": KEY_NOT_NULL["type"], "column": "_key", "value": None, "rule": None}
+                    )
+                head = {"record_key": key, "reason": describe(reasons), "failures": reasons}
+                # The row comes as JSON text from DuckDB (GX's SQL engine) or as a dict (its pandas engine).
+                lines.append(
+                    encode(head)[:-1] + ', "row": ' + row + "}"
+                    if isinstance(row, str)
+                    else encode({**head, "row": row})
                 )
                 broken.update({(rule_label(f), f["column"]) for f in reasons})
-                rejected_deletes += bool(row["_deleted"])
-                if row["_key"] is not None and position not in superseded:
-                    rejected_for_ledger.append((str(row["_key"]), describe(reasons, values=False)))
+                rejected_deletes += deleted
+                if key is not None and superseded_key is None:
+                    rejected_for_ledger.append((str(key), describe(reasons, values=False)))
+                rejected.append(position)
+            quarantine.write_lines(lines)
             if rejected_for_ledger and record_rejections:
                 ledger.mark_rejected(rejected_for_ledger)
-            rejected.extend(positions)
-            offset += size
-            if offset % (chunk_rows * 10) < size:
-                log.info("%s.%s: validated %d rows so far", destination, entity, offset)
         manifest["quarantine_path"] = str(quarantine.path)
+    offset = total_rows
     manifest["quarantine_rules"] = [
         {"rule": rule, "column": column, "rows": rows} for (rule, column), rows in broken.most_common()
     ]

@@ -346,3 +346,63 @@ def test_a_row_condition_sees_the_columns_it_names(tmp_path):
     pq.write_table(table, tmp_path / "r.parquet")
     failed = runner.file_failures((tmp_path / "r.parquet").as_uri(), None, block_rows=2)
     assert list(failed) == [0]
+
+
+def test_gx_sql_engine_on_duckdb_names_a_rule_duckdb_cannot_run(tmp_path):
+    """The staged file runs in GX's SQL engine on DuckDB (RE2): a look-ahead, which RE2 lacks, stops
+    validation with a configuration error naming the rule, not a silent pass."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from reverse_etl import gx_duckdb
+    from reverse_etl.validate import SuiteRunner
+
+    runner = SuiteRunner(
+        "t", [{"type": "expect_column_values_to_match_regex", "kwargs": {"column": "a", "regex": "^(?=x)x$"}}]
+    )
+    pq.write_table(pa.table({"_key": ["k"], "_deleted": [False], "a": ["x"]}), tmp_path / "l.parquet")
+    url = (tmp_path / "l.parquet").as_uri()
+    assert gx_duckdb.usable(url, runner.suite.expectations)
+    with pytest.raises(
+        ConfigError, match=r"expect_column_values_to_match_regex.*could not run: .*perl operator"
+    ):
+        runner.file_failures(url, None, block_rows=2)
+
+
+def test_gx_sql_engine_gives_dates_and_numbers_back_as_the_quarantine_writes_them(tmp_path):
+    """Failing values come back from DuckDB as JSON: dates as ISO text (the quarantine's own form), numbers
+    as numbers; a DATE rule takes date text and the window's $PARAMETER, as in GX's pandas engine."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from reverse_etl.validate import SuiteRunner, suite_parameters
+
+    runner = SuiteRunner(
+        "t",
+        [
+            {
+                "type": "expect_column_values_to_be_between",
+                "kwargs": {
+                    "column": "born",
+                    "min_value": "1900-01-01",
+                    "max_value": {"$PARAMETER": "window_end_date"},
+                },
+            },
+            {"type": "expect_column_values_to_be_between", "kwargs": {"column": "n", "min_value": 0}},
+        ],
+    )
+    table = pa.table(
+        {
+            "_key": ["ok", "old", "late", "neg"],
+            "_deleted": [False, False, False, False],
+            "born": [dt.date(1990, 1, 1), dt.date(1, 1, 1), dt.date(2026, 11, 2), None],
+            "n": [1, 2, 3, -4],
+        }
+    )
+    pq.write_table(table, tmp_path / "d.parquet")
+    failed = runner.file_failures((tmp_path / "d.parquet").as_uri(), suite_parameters(WINDOW.as_dict()), 10)
+    assert {row: [(f["column"], f["value"]) for f in fs] for row, fs in failed.items()} == {
+        1: [("born", "0001-01-01")],
+        2: [("born", "2026-11-02")],
+        3: [("n", -4)],
+    }
