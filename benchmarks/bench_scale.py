@@ -155,7 +155,7 @@ def figures(one: dict, two: dict) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--customers", type=int, default=10_000, help="sample warehouse size")
+    parser.add_argument("--customers", type=int, default=2_000, help="sample warehouse size")
     parser.add_argument("--concurrency", type=int, default=4, help="task slots per worker")
     parser.add_argument("--dags", nargs="+", default=list(DAGS), choices=DAGS, help="DAGs to run")
     add_results_option(parser)
