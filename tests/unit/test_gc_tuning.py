@@ -27,8 +27,6 @@ def test_collect_young_frees_a_cycle_left_by_a_chunk():
         pass
 
     with gc_tuning.paused():
-        node = Node()
-        node.self = node
         gc.collect()  # start from empty young generations
         node = Node()
         node.self = node
