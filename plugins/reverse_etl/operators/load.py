@@ -35,7 +35,7 @@ from reverse_etl import gc_tuning, settings
 from reverse_etl.batching import Batcher, BodySize, JsonArraySize
 from reverse_etl.errors import VendorAuthError, VendorNotFound, VendorRejected, fail_fast
 from reverse_etl.jobs import Finished, InFlightJobs
-from reverse_etl.ledger import DELETE, DELETED, DELIVERED, FAILED, UPSERT, Ledger, Outcome, Planned
+from reverse_etl.ledger import DELETE, DELETED, DELIVERED, FAILED, PENDING, UPSERT, Ledger, Outcome, Planned
 from reverse_etl.payload import row_to_payload, serialise
 from reverse_etl.tasks import skip_unless_selected
 
@@ -249,11 +249,13 @@ class SyncLoadOperator(BaseOperator):
             if dry_run
             else None
         )
-        # The store writes chunk N's plan on a thread while this one reads chunk N+1 and builds its payloads
-        # (SQLite and the PostgreSQL driver let go of the GIL while they work); chunk N+1 is looked up only
-        # once chunk N's plan is written, so a key seen twice reads its own plan, as one chunk at a time did.
+        # The store writes chunk N's plan on a thread while this one reads chunk N+1, builds its payloads and
+        # looks its keys up (SQLite and the PostgreSQL driver let go of the GIL while they work). A key of
+        # chunk N+1 that chunk N planned reads as chunk N's plan left it (pending, with its hash), whether or
+        # not the lookup saw that write: a key seen twice is decided as one chunk at a time decided it.
         writer = None if dry_run else ThreadPoolExecutor(1, thread_name_prefix="ledger-plan")
         written = None
+        writing: dict[str, Planned] = {}  # the chunk being written, by key
         try:
             for batch in iter_valid(manifest, settings.chunk_rows()):
                 rows = batch.to_pylist()
@@ -267,9 +269,12 @@ class SyncLoadOperator(BaseOperator):
                         for row in rows
                     ]
                 )
-                if written is not None:
-                    written.result()
                 known = ledger.lookup([r["_key"] for r in rows])
+                if writing:
+                    for row in rows:
+                        if (mine := writing.get(row["_key"])) is not None:
+                            state = {**known.get(mine.key, {}), "status": PENDING}
+                            known[mine.key] = {**state, "payload_hash": mine.payload_hash}
                 planned: list[Planned] = []
                 for i, row in enumerate(rows):
                     key = row["_key"]
@@ -307,8 +312,12 @@ class SyncLoadOperator(BaseOperator):
                     planned.append(Planned(key, UPSERT, digest, text))
                     if preview is not None:
                         preview.write({"key": key, "payload": payload})
+                if written is not None:
+                    written.result()
+                    written, writing = None, {}
                 if planned and writer is not None:
                     written = writer.submit(ledger.plan, planned)
+                    writing = {p.key: p for p in planned}
                 gc_tuning.collect_young()
             if written is not None:
                 written.result()
