@@ -93,6 +93,26 @@ def lookup(conn, dialect: str, table: str, scope: tuple[str, str], keys: list[st
     return found
 
 
+def status_page(
+    conn, dialect: str, table: str, scope: tuple[str, str], status: str, after: str, limit: int
+) -> list[tuple]:
+    """``(record_key, operation, payload_hash, payload, error)`` of the next ``limit`` records in ``status``
+    after key ``after``, in key order (keyset paging through ``ix_sync_ledger_status``): plain tuples, as
+    SQLAlchemy's rows cost a second of a million-record delivery."""
+    mark = "%s" if dialect == "postgresql" else "?"
+    sql = (
+        f"SELECT record_key, operation, payload_hash, payload, error FROM {table} "
+        f"WHERE destination = {mark} AND entity = {mark} AND status = {mark} AND record_key > {mark} "
+        f"ORDER BY record_key LIMIT {int(limit)}"
+    )
+    cur = _cursor(conn)
+    try:
+        cur.execute(sql, (*scope, status, after))
+        return cur.fetchall()
+    finally:
+        cur.close()
+
+
 def upsert(
     conn,
     dialect: str,

@@ -350,19 +350,19 @@ class Ledger:
 
     def iter_status(self, status: str, batch_size: int) -> Iterator[list[Planned]]:
         """Keyset-paged batches of records in ``status`` (any run's), so memory stays flat."""
-        t = self.ledger
-        columns = [t.c.record_key, t.c.operation, t.c.payload_hash, t.c.payload, t.c.error]
-        for rows in self._keyset_pages(columns, t.c.status == status, batch_size):
-            yield [
-                Planned(
-                    r.record_key,
-                    r.operation,
-                    r.payload_hash,
-                    r.payload,
-                    r.error if status == PENDING else None,
-                )
-                for r in rows
-            ]
+        from reverse_etl import bulk
+
+        scope, last = (self.destination, self.entity), ""
+        while True:
+            with self.engine.connect() as conn:
+                rows = bulk.status_page(conn, self.dialect, self.ledger.name, scope, status, last, batch_size)
+            if not rows:
+                return
+            if status == PENDING:  # a pending record's error is why it was planned (an erasure's reason)
+                yield [Planned(*row) for row in rows]
+            else:
+                yield [Planned(key, op, digest, payload) for key, op, digest, payload, _ in rows]
+            last = rows[-1][0]
 
     def iter_delivered_keys(self, batch_size: int) -> Iterator[list[str]]:
         """Keyset-paged keys of records that are at the vendor because we put them there: a

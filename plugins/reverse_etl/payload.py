@@ -51,25 +51,32 @@ def _column(column: str) -> tuple[tuple[str, ...], str, bool] | None:
 
 
 @functools.lru_cache(maxsize=256)
-def _layout(columns: tuple[str, ...]) -> tuple[tuple[str, tuple[str, ...], str, bool], ...]:
-    """The payload columns of a row shape, in order, with where each goes: the rows of a chunk share one."""
-    return tuple((column, *where) for column in columns if (where := _column(column)) is not None)
+def _builder(columns: tuple[str, ...]):
+    """A function that builds the payload of rows of this shape, written out once per shape: the rows of a
+    chunk share one, and a straight run of statements per column took half the time of a loop over the
+    columns (parents, leaf, JSON flag unpacked for every value of every row)."""
+    lines = ["def build(row):", "    payload = {}"]
+    for column in columns:
+        where = _column(column)
+        if where is None:
+            continue
+        parents, leaf, is_json = where
+        lines.append(f"    v = row[{column!r}]")
+        lines.append("    if v is not None:")
+        if is_json:
+            lines.append("        if isinstance(v, str):")
+            lines.append("            v = _loads(v)")
+        target = "payload" + "".join(f".setdefault({parent!r}, {{}})" for parent in parents)
+        lines.append(f"        {target}[{leaf!r}] = v if type(v) in _AS_IS else _plain(v)")
+    lines.append("    return payload")
+    scope = {"_AS_IS": _AS_IS, "_plain": _plain, "_loads": json.loads}
+    exec("\n".join(lines), scope)  # column names go in as repr() literals: nothing of the data runs
+    return scope["build"]
 
 
 def row_to_payload(row: dict) -> dict:
     """Nest ``a__b`` columns, drop meta columns and NULLs, make dates JSON-ready."""
-    payload: dict[str, Any] = {}
-    for column, parents, leaf, is_json in _layout(tuple(row)):
-        value = row[column]
-        if value is None:
-            continue
-        if is_json and isinstance(value, str):
-            value = json.loads(value)
-        target = payload
-        for parent in parents:
-            target = target.setdefault(parent, {})
-        target[leaf] = value if type(value) in _AS_IS else _plain(value)
-    return payload
+    return _builder(tuple(row))(row)
 
 
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -31,11 +31,11 @@ from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
-from reverse_etl import settings
+from reverse_etl import gc_tuning, settings
 from reverse_etl.batching import Batcher, BodySize, JsonArraySize
 from reverse_etl.errors import VendorAuthError, VendorNotFound, VendorRejected, fail_fast
 from reverse_etl.jobs import Finished, InFlightJobs
-from reverse_etl.ledger import DELETE, DELETED, DELIVERED, FAILED, UPSERT, Ledger, Outcome, Planned
+from reverse_etl.ledger import DELETE, DELETED, DELIVERED, FAILED, PENDING, UPSERT, Ledger, Outcome, Planned
 from reverse_etl.payload import row_to_payload, serialise
 from reverse_etl.tasks import skip_unless_selected
 
@@ -234,6 +234,12 @@ class SyncLoadOperator(BaseOperator):
         self, ledger: Ledger, manifest: dict, counts: dict, context: Any, *, dry_run: bool, full_resync: bool
     ) -> None:
         """Decide per valid row: unchanged (skip), upsert or delete; persist the plan unless dry run."""
+        with gc_tuning.paused():  # a quarter of a million-record load's CPU was the collector's (gc_tuning)
+            self._plan_chunks(ledger, manifest, counts, context, dry_run=dry_run, full_resync=full_resync)
+
+    def _plan_chunks(
+        self, ledger: Ledger, manifest: dict, counts: dict, context: Any, *, dry_run: bool, full_resync: bool
+    ) -> None:
         from reverse_etl.staging import JsonLinesSink, as_path, iter_valid
 
         if not manifest.get("valid_path"):
@@ -243,11 +249,13 @@ class SyncLoadOperator(BaseOperator):
             if dry_run
             else None
         )
-        # The store writes chunk N's plan on a thread while this one reads chunk N+1 and builds its payloads
-        # (SQLite and the PostgreSQL driver let go of the GIL while they work); chunk N+1 is looked up only
-        # once chunk N's plan is written, so a key seen twice reads its own plan, as one chunk at a time did.
+        # The store writes chunk N's plan on a thread while this one reads chunk N+1, builds its payloads and
+        # looks its keys up (SQLite and the PostgreSQL driver let go of the GIL while they work). A key of
+        # chunk N+1 that chunk N planned reads as chunk N's plan left it (pending, with its hash), whether or
+        # not the lookup saw that write: a key seen twice is decided as one chunk at a time decided it.
         writer = None if dry_run else ThreadPoolExecutor(1, thread_name_prefix="ledger-plan")
         written = None
+        writing: dict[str, Planned] = {}  # the chunk being written, by key
         try:
             for batch in iter_valid(manifest, settings.chunk_rows()):
                 rows = batch.to_pylist()
@@ -261,9 +269,12 @@ class SyncLoadOperator(BaseOperator):
                         for row in rows
                     ]
                 )
-                if written is not None:
-                    written.result()
                 known = ledger.lookup([r["_key"] for r in rows])
+                if writing:
+                    for row in rows:
+                        if (mine := writing.get(row["_key"])) is not None:
+                            state = {**known.get(mine.key, {}), "status": PENDING}
+                            known[mine.key] = {**state, "payload_hash": mine.payload_hash}
                 planned: list[Planned] = []
                 for i, row in enumerate(rows):
                     key = row["_key"]
@@ -301,8 +312,13 @@ class SyncLoadOperator(BaseOperator):
                     planned.append(Planned(key, UPSERT, digest, text))
                     if preview is not None:
                         preview.write({"key": key, "payload": payload})
+                if written is not None:
+                    written.result()
+                    written, writing = None, {}
                 if planned and writer is not None:
                     written = writer.submit(ledger.plan, planned)
+                    writing = {p.key: p for p in planned}
+                gc_tuning.collect_young()
             if written is not None:
                 written.result()
         finally:
@@ -461,6 +477,10 @@ class SyncLoadOperator(BaseOperator):
 
     def _deliver(self, hook: Any, ledger: Ledger, counts: dict, context: Any) -> int:
         """Send every pending record (this run's and any earlier run's); return how many were answered."""
+        with gc_tuning.fewer_passes():
+            return self._deliver_pages(hook, ledger, counts, context)
+
+    def _deliver_pages(self, hook: Any, ledger: Ledger, counts: dict, context: Any) -> int:
         total = counts["to_send"] + counts["to_delete"]
         done = 0
         last_log = time.monotonic()
