@@ -33,17 +33,21 @@ def staging_env(endpoint_url: str, bucket: str = BUCKET, prefix: str = "staging"
     }
 
 
-def create_bucket(endpoint_url: str, bucket: str) -> None:
+def client(endpoint_url: str):
+    """A boto3 S3 client on the server (what the tests list objects with)."""
     import boto3
 
-    client = boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=endpoint_url,
         aws_access_key_id=ACCESS_KEY,
         aws_secret_access_key=SECRET_KEY,
         region_name=REGION,
     )
-    client.create_bucket(Bucket=bucket)
+
+
+def create_bucket(endpoint_url: str, bucket: str) -> None:
+    client(endpoint_url).create_bucket(Bucket=bucket)
 
 
 def main(argv: list[str] | None = None) -> None:

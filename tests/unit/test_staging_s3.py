@@ -3,23 +3,15 @@ S3 server on 127.0.0.1: what one worker writes, another reads by URL, DuckDB inc
 
 from __future__ import annotations
 
-import boto3
 import pyarrow as pa
 
 from reverse_etl import staging
 from reverse_etl.validate import superseded_rows
-from sandbox.s3 import ACCESS_KEY, BUCKET, REGION, SECRET_KEY
+from sandbox.s3 import BUCKET, client
 
 
 def _objects(endpoint: str, prefix: str) -> set[str]:
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        region_name=REGION,
-    )
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    pages = client(endpoint).get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
     return {item["Key"][len(prefix) :] for page in pages for item in page.get("Contents", [])}
 
 
