@@ -73,12 +73,14 @@ def run_workload(workers: int, args: argparse.Namespace, home: Path) -> dict:
     print(f"==> {workers} worker(s): starting make stack ({args.customers:,} customers)", flush=True)
     stack = Stack.start(env)
     try:
-        stack.unpause_and_wait_parsed(DAGS)  # each schedules its latest day too: no sample data there
+        stack.unpause_and_wait_parsed(
+            DAGS, tuple(args.dags)
+        )  # each schedules its latest day too: no data there
         if "connectif_sync" in args.dags:
             stack.trigger("connectif_sync", CONNECTIF_INITIAL)
         for dag_id in args.dags:
             stack.trigger(dag_id, DAY)
-        runs = wait_for(lambda: stack.finished_runs(DAGS), "the runs to finish", 3600, every=5)
+        runs = wait_for(lambda: stack.finished_runs(tuple(args.dags)), "the runs to finish", 3600, every=5)
         failed = [(r["dag_id"], r["dag_run_id"]) for r in runs if r["state"] != "success"]
         if failed:
             raise SystemExit(f"runs failed with {workers} worker(s): {failed}")

@@ -77,9 +77,10 @@ class Stack:
     def sandbox(self, name: str, what: str):
         return requests.get(f"{self.state['sandboxes'][name]}/_sandbox/{what}", timeout=60).json()
 
-    def unpause_and_wait_parsed(self, dags: tuple[str, ...]) -> None:
+    def unpause_and_wait_parsed(self, dags: tuple[str, ...], unpause: tuple[str, ...] | None = None) -> None:
+        """Wait until every DAG of ``dags`` is parsed, then unpause those of ``unpause`` (all by default)."""
         wait_for(lambda: len(self.api("GET", "dags")["dags"]) == len(dags), "the DAGs to be parsed", 300)
-        for dag_id in dags:
+        for dag_id in dags if unpause is None else unpause:
             self.api("PATCH", f"dags/{dag_id}", json={"is_paused": False})
 
     def finished_runs(self, dags: tuple[str, ...]) -> list[dict] | None:

@@ -57,7 +57,7 @@ BENCHMARKS = [
     ),
     pytest.param(  # make stack twice: PostgreSQL and Redis, so it runs where the stack test runs
         "bench_scale",
-        ["--customers", "300", "--dags", "salesfire_sync", "splio_referral_sync"],
+        ["--customers", "300", "--dags", "splio_referral_sync"],
         "scale",
         marks=[pytest.mark.stack, pytest.mark.postgres],
         id="bench_scale",
