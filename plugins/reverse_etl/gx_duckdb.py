@@ -75,9 +75,9 @@ def enable_duckdb() -> None:
 
 def usable(url: str, expectations: list) -> bool:
     """Local staged files, and suites whose row conditions are not pandas expressions."""
-    from reverse_etl.staging import as_path
+    from reverse_etl.staging import as_path, is_local
 
-    if as_path(url).protocol not in ("", "file", "local"):
+    if not is_local(as_path(url)):
         return False
     return not any(
         e.configuration.kwargs.get("row_condition")
