@@ -25,12 +25,15 @@ _LOCK = threading.Lock()
 class RateSpec:
     limit: int
     window_seconds: float
+    margin_seconds: float | None = None
 
     @property
     def window_ms(self) -> int:
-        """The window plus a margin (1%, at least 250 ms): the bucket stamps a request when its slot is
-        taken, the vendor when it arrives, and a busy worker can be a few hundred ms between the two."""
+        """The window plus a margin (default 1%, at least 250 ms): the bucket stamps a request when its slot
+        is taken, the vendor when it arrives, and a busy worker can be a few hundred ms between the two."""
         base = int(self.window_seconds * 1000)
+        if self.margin_seconds is not None:
+            return base + int(self.margin_seconds * 1000)
         return base + max(250, base // 100)
 
 

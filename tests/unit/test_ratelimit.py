@@ -3,6 +3,8 @@
 import multiprocessing as mp
 import time
 
+import pytest
+
 from reverse_etl.ratelimit import AccountLimiter, RateSpec
 
 LIMIT, WINDOW = 8, 1.0
@@ -35,3 +37,18 @@ def test_window_margin_is_small():
     spec = RateSpec(100, 60)
     assert 60_000 < spec.window_ms <= 60_600
     assert RateSpec(5, 1).window_ms == 1250  # short windows keep a floor for worker-to-vendor delay
+
+
+def test_the_margin_is_a_connection_extra_for_busy_workers(monkeypatch):
+    from reverse_etl.errors import ConfigError
+    from reverse_etl.hooks.voucherify import VoucherifyHook
+    from sandbox.env import conn_json
+
+    assert RateSpec(5, 1, margin_seconds=0.75).window_ms == 1750
+    extra = {"requests_per_minute": 300, "rate_window_seconds": 1, "rate_margin_seconds": 0.75}
+    monkeypatch.setenv("AIRFLOW_CONN_VOUCHERIFY_DEFAULT", conn_json("http", host="127.0.0.1", extra=extra))
+    assert VoucherifyHook().rate_spec() == RateSpec(5, 1, margin_seconds=0.75)
+    extra["rate_margin_seconds"] = -1
+    monkeypatch.setenv("AIRFLOW_CONN_VOUCHERIFY_DEFAULT", conn_json("http", host="127.0.0.1", extra=extra))
+    with pytest.raises(ConfigError, match="rate_margin_seconds must be 0 or more"):
+        VoucherifyHook().rate_spec()

@@ -59,7 +59,8 @@ class VendorHttpHook(BaseHook):
     ``requests_per_minute`` (vendor default), ``rate_window_seconds`` (60: the sliding window the budget is
     counted over, ``requests_per_minute * window / 60`` requests per window), ``timeout_seconds`` (30),
     ``max_transient_retries`` (5), ``backoff_base_seconds`` (2), ``backoff_max_seconds`` (60),
-    ``max_throttle_wait_seconds`` (900), ``rate_limit_account`` (defaults to the connection id: connections
+    ``max_throttle_wait_seconds`` (900), ``rate_margin_seconds`` (1% of the window, at least 0.25: how much
+    later than its slot a request may reach the vendor), ``rate_limit_account`` (defaults to the connection id: connections
     that share one vendor account must name the same account to share one bucket).
 
     Every request and every 429 is also counted per UTC minute and account (``request_minutes``) for the
@@ -122,7 +123,16 @@ class VendorHttpHook(BaseHook):
                 f"{self.vendor} connection '{self.vendor_conn_id}': requests_per_minute and rate_window_seconds "
                 "must be positive."
             )
-        return RateSpec(limit=max(1, round(per_minute * window / 60)), window_seconds=window)
+        margin = self.extras.get("rate_margin_seconds")
+        if margin is not None:
+            margin = self.extra("rate_margin_seconds", 0.0)
+            if margin < 0:
+                raise ConfigError(
+                    f"{self.vendor} connection '{self.vendor_conn_id}': rate_margin_seconds must be 0 or more."
+                )
+        return RateSpec(
+            limit=max(1, round(per_minute * window / 60)), window_seconds=window, margin_seconds=margin
+        )
 
     @property
     def limiter(self) -> AccountLimiter:
@@ -202,7 +212,7 @@ class VendorHttpHook(BaseHook):
         retrying: Wait | None = None
         while True:
             self.stats.rate_wait_seconds += self.limiter.acquire()
-            prepared = session.prepare_request(requests.Request(method, url, **kwargs))
+            prepared = session.prepare_request(requests.Request(method, url, **kwargs))  # signed per attempt
             problem: str
             try:
                 response = session.send(prepared, timeout=timeout)
