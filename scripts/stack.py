@@ -116,6 +116,8 @@ def stack_env(env: dict[str, str], url: str, s3_endpoint: str) -> dict[str, str]
             "AIRFLOW__CELERY__BROKER_URL": REDIS,
             "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{database_url(f'{NAME}_airflow')}",
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(CONCURRENCY),
+            # workers import GX, pandas, DuckDB and the engine once, before forking (reverse_etl.celery_config)
+            "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "reverse_etl.celery_config.CELERY_CONFIG",
             # a stack of its own on a shared Redis: its own queue, so no other stack's worker takes its tasks
             "AIRFLOW__OPERATORS__DEFAULT_QUEUE": NAME,
             # Redis re-delivers an unacknowledged task after this long: longer than any task, so a lost

@@ -21,6 +21,7 @@ from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 import sqlalchemy
 
 from sandbox.env import REPO
@@ -124,7 +125,11 @@ def start_everything(stack: Stack) -> None:
 
 def kill_a_loading_worker(stack: Stack) -> dict:
     """SIGKILL the worker of a Voucherify orders load once it has sent some orders; return that task and
-    when it was killed."""
+    when it was killed. Until the kill, the sandbox answers each order half a second late: a day's 60-odd
+    orders otherwise go in 3 s, and the load could finish between the check and the kill."""
+    faults = f"{stack.state['sandboxes']['voucherify']}/_sandbox/faults"
+    slow = {"kind": "slow", "method": "POST", "path_prefix": "/v1/orders", "delay": 0.5, "count": 100_000}
+    requests.post(faults, json=slow, timeout=60).raise_for_status()
 
     def loading() -> dict | None:
         running = [
@@ -144,7 +149,9 @@ def kill_a_loading_worker(stack: Stack) -> dict:
 
     victim = wait_for(loading, "a Voucherify orders load to be sending", TIMEOUT, every=1)
     stack.kill_worker(victim["hostname"].removeprefix("worker-"))
-    return {**victim, "killed_at": time.time()}
+    killed_at = time.time()
+    requests.delete(faults, timeout=60).raise_for_status()
+    return {**victim, "killed_at": killed_at}
 
 
 def ledger(stack: Stack, destination: str, entity: str) -> dict[str, str]:
@@ -200,6 +207,11 @@ def test_five_dags_and_a_backfill_on_two_celery_workers_with_one_killed(stack):
         - {host, None}
     ]
     assert crossed, "no staged file was read on another worker"
+
+    # Both workers imported GX, pandas, DuckDB and the engine before forking (reverse_etl.celery_config).
+    for worker in ("worker-1", "worker-2"):
+        log = (Path(stack.state["airflow_home"]) / f"stack-{worker}.log").read_text()
+        assert "reverse_etl: preloaded Great Expectations" in log, worker
     assert stack.state["env"]["RETL_STAGING_URL"].startswith("s3://")
 
     # Exactly once at each vendor, counted by the vendor's key: every record the ledger holds as delivered
