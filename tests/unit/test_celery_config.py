@@ -36,9 +36,7 @@ def test_a_worker_preloads_what_tasks_import_and_keeps_airflows_celery_settings(
         "AIRFLOW__CELERY__BROKER_URL": "redis://127.0.0.1:1/0",  # never contacted
         "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "reverse_etl.celery_config.CELERY_CONFIG",
     }
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300
-    )
+    done = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     probe = json.loads(done.stdout.strip().splitlines()[-1])
     assert probe["gx_before"] is False  # importing the setting (the scheduler does) stays cheap
