@@ -52,3 +52,6 @@ def test_the_margin_is_a_connection_extra_for_busy_workers(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_VOUCHERIFY_DEFAULT", conn_json("http", host="127.0.0.1", extra=extra))
     with pytest.raises(ConfigError, match="rate_margin_seconds must be 0 or more"):
         VoucherifyHook().rate_spec()
+    del extra["rate_margin_seconds"]  # unset: the bucket's own default (1 % of the window, at least 0.25 s)
+    monkeypatch.setenv("AIRFLOW_CONN_VOUCHERIFY_DEFAULT", conn_json("http", host="127.0.0.1", extra=extra))
+    assert VoucherifyHook().rate_spec() == RateSpec(5, 1)

@@ -45,8 +45,11 @@ class RequestStats:
 
 
 def typed_extra(extras: dict, name: str, default: Any, cast: type, connection: str) -> Any:
-    """A connection extra as ``cast``; a malformed one is a ConfigError naming the connection and extra."""
+    """A connection extra as ``cast``; a malformed one is a ConfigError naming the connection and extra.
+    An extra that is unset with no default (``default=None``) stays None: its caller picks the default."""
     value = extras.get(name, default)
+    if value is None and default is None:
+        return None
     try:
         return cast(value)
     except (TypeError, ValueError) as exc:
@@ -123,13 +126,11 @@ class VendorHttpHook(BaseHook):
                 f"{self.vendor} connection '{self.vendor_conn_id}': requests_per_minute and rate_window_seconds "
                 "must be positive."
             )
-        margin = self.extras.get("rate_margin_seconds")
-        if margin is not None:
-            margin = self.extra("rate_margin_seconds", 0.0)
-            if margin < 0:
-                raise ConfigError(
-                    f"{self.vendor} connection '{self.vendor_conn_id}': rate_margin_seconds must be 0 or more."
-                )
+        margin = self.extra("rate_margin_seconds", None)
+        if margin is not None and margin < 0:
+            raise ConfigError(
+                f"{self.vendor} connection '{self.vendor_conn_id}': rate_margin_seconds must be 0 or more."
+            )
         return RateSpec(
             limit=max(1, round(per_minute * window / 60)), window_seconds=window, margin_seconds=margin
         )
