@@ -20,6 +20,10 @@ DEFAULT_LOG_SECONDS = 30.0
 # Called on every tick of every wait: a load registers its lease renewal here, so a long wait inside one
 # request (a 429 storm, a vendor job, the rate budget) keeps the sync's lease alive for the task that waits.
 _heartbeats: list[Callable[[], None]] = []
+# A sleeping wait ticks at least this often, whatever its logging interval: a lease (RETL_LEASE_SECONDS) may
+# be shorter than RETL_PROGRESS_LOG_SECONDS, and a lease that lapses mid-wait lets another load send the
+# same pending records.
+BEAT_SECONDS = 1.0
 
 
 def add_heartbeat(beat: Callable[[], None]) -> None:
@@ -110,12 +114,12 @@ class Wait:
         return True
 
     def sleep(self, seconds: float, detail: str | None = None) -> None:
-        """Sleep ``seconds``, in slices so that a long sleep still logs on schedule."""
+        """Sleep ``seconds``, in slices so that a long sleep still logs on schedule and beats every second."""
         if detail is not None:
             self.detail = detail
         end = time.monotonic() + max(0.0, seconds)
         while (left := end - time.monotonic()) > 0:
-            time.sleep(min(left, self.until_due()))
+            time.sleep(min(left, self.until_due(), BEAT_SECONDS))
             self.tick()
 
     def done(self, outcome: str = "") -> None:

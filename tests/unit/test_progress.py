@@ -51,6 +51,38 @@ def test_a_load_that_gives_up_on_the_lease_reported_its_wait(state_store, progre
     assert lines and all("s of 0.7 s, held by dag/daily/orders.load" in line for line in lines)
 
 
+def test_a_wait_longer_than_the_lease_keeps_it_when_logging_is_rarer(state_store, progress_log, monkeypatch):
+    """A load pausing for its rate budget (37 s in a CI run) with a 20-s lease and 30-s progress lines: the
+    lease must be renewed during the pause, or another run's load takes it and sends the same records."""
+    from reverse_etl.progress import Wait
+
+    monkeypatch.setenv("RETL_PROGRESS_LOG_SECONDS", "30")
+    holder, other = Ledger("v", "orders", "backfill"), Ledger("v", "orders", "daily")
+    holder.acquire_lease("dag/backfill/orders.load", ttl=1.5, wait=0)
+    took = []
+
+    def take() -> None:  # tries without waiting: a Wait here would beat the holder's heartbeat (one process)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                other.acquire_lease("dag/daily/orders.load", ttl=1.5, wait=0)
+                took.append("daily")
+                other.release_lease()
+                return
+            except SyncError:
+                time.sleep(0.1)
+        took.append("refused")
+
+    contender = threading.Thread(target=take)
+    contender.start()
+    try:
+        Wait("v account budget to reset", 4, detail="pausing").sleep(4)
+    finally:
+        contender.join()
+        holder.release_lease()
+    assert took == ["refused"]
+
+
 def test_a_short_wait_logs_nothing_extra(state_store, progress_log, monkeypatch):
     monkeypatch.setenv("RETL_PROGRESS_LOG_SECONDS", "30")
     Ledger("v", "orders", "daily").acquire_lease("dag/daily/orders.load", ttl=60, wait=0)
