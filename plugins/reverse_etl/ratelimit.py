@@ -99,8 +99,9 @@ class AccountLimiter:
             self._limiter = _LIMITERS[key]
 
     def acquire(self) -> float:
-        """Take a slot, waiting in steps of at most one progress interval so a long wait shows in the log."""
-        from reverse_etl.progress import Wait
+        """Take a slot, waiting in steps of at most one progress interval so a long wait shows in the log,
+        and of at most a second so the load's lease keeps beating."""
+        from reverse_etl.progress import BEAT_SECONDS, Wait
 
         started = time.monotonic()
         wait = Wait(
@@ -109,7 +110,9 @@ class AccountLimiter:
             detail=f"{self.spec.limit} requests per {self.spec.window_seconds:g} s, shared by every task, "
             "run and worker using this account",
         )
-        while not self._limiter.try_acquire(self.account, blocking=True, timeout=max(0.01, wait.until_due())):
+        while not self._limiter.try_acquire(
+            self.account, blocking=True, timeout=max(0.01, min(wait.until_due(), BEAT_SECONDS))
+        ):
             wait.tick()
         waited = time.monotonic() - started
         if waited > 5:
