@@ -15,6 +15,8 @@ from reverse_etl.operators.connectif import ConnectifContactsOperator, Connectif
 from sandbox.connectif import ConnectifSandbox
 from sandbox.env import CONNECTIF_KEY_ID, CONNECTIF_KEY_SECRET, conn_json
 
+pytestmark = pytest.mark.serial  # clock-checked pacing: run alone (make test's second call)
+
 CONN = "connectif_contract"
 
 

@@ -24,6 +24,8 @@ import requests
 
 from sandbox.connectif import ConnectifSandbox, parse_multipart
 
+pytestmark = pytest.mark.serial  # clock-checked pacing: run alone (make test's second call)
+
 REPO = Path(__file__).resolve().parents[2]
 KEY_ID, KEY_SECRET = "test-key", "test-secret"
 AUTH = {"Authorization": f"apiKey {KEY_ID}:{KEY_SECRET}"}

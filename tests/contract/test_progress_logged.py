@@ -22,6 +22,8 @@ from sandbox.env import (
 from sandbox.voucherify import VoucherifySandbox
 from tests.conftest import PROGRESS_INTERVAL
 
+pytestmark = pytest.mark.serial  # clock-checked pacing: run alone (make test's second call)
+
 CONN = "progress"
 
 

@@ -25,6 +25,8 @@ import requests
 
 from sandbox.salesfire import DOB_EXAMPLES, DOB_FORMATS, SalesfireSandbox, sign
 
+pytestmark = pytest.mark.serial  # clock-checked pacing: run alone (make test's second call)
+
 REPO = Path(__file__).resolve().parents[2]
 LISTS = {("site-1", "list-a"): "secret-a", ("site-1", "list-b"): "secret-b", ("site-2", "list-a"): "s2"}
 PATH_A = "/client/site-1/customers/list-a"

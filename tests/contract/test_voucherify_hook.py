@@ -15,6 +15,8 @@ from reverse_etl.operators.voucherify import VoucherifyCustomersOperator
 from sandbox.env import SANDBOX_APP_ID, SANDBOX_APP_TOKEN, conn_json
 from sandbox.voucherify import VoucherifySandbox
 
+pytestmark = pytest.mark.serial  # clock-checked pacing: run alone (make test's second call)
+
 CONN = "voucherify_contract"
 
 

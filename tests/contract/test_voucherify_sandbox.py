@@ -29,6 +29,8 @@ from sandbox.voucherify import (
     VoucherifySandbox,
 )
 
+pytestmark = pytest.mark.serial  # clock-checked pacing: run alone (make test's second call)
+
 REPO = Path(__file__).resolve().parents[2]
 APP_ID, APP_TOKEN = "test-app", "test-token"
 AUTH = {"X-App-Id": APP_ID, "X-App-Token": APP_TOKEN}

@@ -11,7 +11,7 @@ import sqlalchemy
 
 from reverse_etl.ui.queries import budget
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]  # clock-checked pacing: run alone
 
 ACCOUNT = "voucherify_voucherify_default"  # the vendor and the connection id: no rate_limit_account set
 

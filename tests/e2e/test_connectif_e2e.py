@@ -15,7 +15,7 @@ from sandbox.env import CONNECTIF_KEY_ID, CONNECTIF_KEY_SECRET, conn_json
 from tests.e2e.harness import LIMIT, WINDOW, WINDOW_SECONDS, Expected, Harness, run_env, wait_for
 from tests.e2e.test_voucherify_e2e import EMAIL, PHONE, quarantined
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]  # clock-checked pacing: run alone
 ALL_TIME = ("2026-10-01", "2026-11-01")
 
 

@@ -21,7 +21,7 @@ from sandbox.env import airflow_env
 from sandbox.voucherify import VoucherifySandbox
 from tests.e2e.harness import LIMIT, WINDOW_SECONDS, run_env, wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]  # clock-checked pacing: run alone
 FROM, TO = "2026-10-29", "2026-10-31"  # logical dates 10-29 03:00 and 10-30 03:00: two daily runs
 INTERVAL = ("2026-10-29 03:00:00", "2026-10-31 03:00:00")
 

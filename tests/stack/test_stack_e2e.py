@@ -32,7 +32,11 @@ from stack_api import Stack, wait_for
 from tests.conftest import POSTGRES_DSN, REDIS_URL
 from tests.e2e.test_fault_matrix import HTTP, SPLIO, Destination
 
-pytestmark = [pytest.mark.stack, pytest.mark.postgres]
+pytestmark = [
+    pytest.mark.stack,
+    pytest.mark.postgres,
+    pytest.mark.serial,
+]  # a lease of 20 s, clock-checked pacing
 LIMIT = 100  # requests per minute and account, as the stack's sandboxes enforce
 DAY = {"window_start": "2026-10-31", "window_end": "2026-11-01"}
 CONNECTIF_INITIAL = {

@@ -21,7 +21,7 @@ import requests
 from sandbox.env import REPO
 from sandbox.warehouse import build_duckdb
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("make_ui")]  # one worker: they share one make ui
 
 STARTUP_SECONDS = 300
 # scripts/procs.py waits 20 s before SIGKILL; then the launcher returns

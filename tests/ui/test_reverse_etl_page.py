@@ -18,7 +18,7 @@ import requests
 from reverse_etl.validate import personal_fields
 from tests.ui.test_make_ui import STARTUP_SECONDS
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("make_ui")]  # one worker: they share one make ui
 
 CHROMIUM = "/usr/bin/chromium"
 RUN_SECONDS = 600

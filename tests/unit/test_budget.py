@@ -15,6 +15,8 @@ from reverse_etl.budget import RequestMinutes, add_request_minutes, utc_minute
 from reverse_etl.store import init_store
 from reverse_etl.ui.queries import budget
 
+pytestmark = pytest.mark.serial  # clock-checked pacing: run alone (make test's second call)
+
 ACCOUNT = "voucherify_voucherify_default"
 T0 = dt.datetime(2026, 11, 1, 10, 0)
 

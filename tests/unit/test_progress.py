@@ -15,6 +15,8 @@ from reverse_etl.errors import ConfigError, SyncError
 from reverse_etl.ledger import Ledger
 from reverse_etl.ratelimit import AccountLimiter, RateSpec
 
+pytestmark = pytest.mark.serial  # clock-checked pacing: run alone (make test's second call)
+
 INTERVAL = 0.2  # PROGRESS_INTERVAL of tests/conftest.py
 
 

@@ -7,6 +7,8 @@ import pytest
 
 from reverse_etl.ratelimit import AccountLimiter, RateSpec
 
+pytestmark = pytest.mark.serial  # clock-checked pacing: run alone (make test's second call)
+
 LIMIT, WINDOW = 8, 1.0
 
 
