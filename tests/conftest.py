@@ -158,3 +158,13 @@ def progress_log(monkeypatch, caplog):
 
     yield lines
     root.removeHandler(caplog.handler)
+
+
+@pytest.fixture(autouse=True)
+def _no_heartbeat_outlives_its_test():
+    """A test that leaves a lease held (a crashed holder) must not leave its renewal beating in the next
+    test's waits (one pytest process; in Airflow a load always releases its lease)."""
+    yield
+    progress = sys.modules.get("reverse_etl.progress")
+    if progress is not None:
+        progress._heartbeats.clear()

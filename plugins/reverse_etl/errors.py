@@ -13,6 +13,10 @@ class SyncError(Exception):
     """Base of every error the engine raises on purpose."""
 
 
+class LeaseLost(SyncError):
+    """Another load took this sync's lease (this one stalled past its TTL): stop before sending more."""
+
+
 class ConfigError(SyncError):
     """Malformed or missing configuration: a connection, a SQL file, a suite, a param."""
 

@@ -190,24 +190,34 @@ class Ledger:
         add_heartbeat(self.renew_lease)  # waits inside the load (429s, vendor jobs) keep the lease alive
 
     def renew_lease(self) -> None:
-        """Push the lease's expiry on while the load makes progress (at most every third of the ttl)."""
+        """Push the lease's expiry on while the load makes progress (at most every third of the ttl). A
+        lease another load has taken meanwhile (this one stalled past the ttl) raises ``LeaseLost``."""
         import time
 
-        from sqlalchemy import update
+        from sqlalchemy import select, update
+
+        from reverse_etl.errors import LeaseLost
 
         holder, ttl = getattr(self, "_lease", (None, 0))
         if holder is None or time.monotonic() - self._lease_renewed < ttl / 3:
             return
         t = self.leases
+        scope = (t.c.destination == self.destination) & (t.c.entity == self.entity)
         with self.engine.begin() as conn:
-            conn.execute(
+            renewed = conn.execute(
                 update(t)
-                .where(
-                    (t.c.destination == self.destination)
-                    & (t.c.entity == self.entity)
-                    & (t.c.holder == holder)
-                )
+                .where(scope & (t.c.holder == holder))
                 .values(expires_at=_now() + dt.timedelta(seconds=ttl))
+            ).rowcount
+            now_held_by = None if renewed else conn.execute(select(t.c.holder).where(scope)).scalar()
+        if not renewed:
+            self._lease = (None, 0)
+            remove_heartbeat(self.renew_lease)
+            raise LeaseLost(
+                f"{holder} lost its lease on {self.destination}.{self.entity}: it went "
+                f"{time.monotonic() - self._lease_renewed:.0f} s without renewing it (RETL_LEASE_SECONDS={ttl:g}), "
+                f"and {now_held_by or 'another load'} took it. This load stops before sending more; Airflow's "
+                "retry waits for the lease and resumes from the ledger."
             )
         self._lease_renewed = time.monotonic()
 

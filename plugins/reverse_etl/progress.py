@@ -35,12 +35,20 @@ def remove_heartbeat(beat: Callable[[], None]) -> None:
         _heartbeats.remove(beat)
 
 
-def _beat() -> None:
-    for beat in list(_heartbeats):
+def beat() -> None:
+    """Call every registered heartbeat. A failing one is logged and the wait goes on, except a
+    ``LeaseLost``: the load that waits must stop before it sends what another load now owns."""
+    from reverse_etl.errors import LeaseLost
+
+    for heartbeat in list(_heartbeats):
         try:
-            beat()
+            heartbeat()
+        except LeaseLost:
+            raise
         except Exception as exc:  # a heartbeat must not break the wait it rides on
-            log.warning("heartbeat %s failed during a wait: %s", getattr(beat, "__qualname__", beat), exc)
+            log.warning(
+                "heartbeat %s failed during a wait: %s", getattr(heartbeat, "__qualname__", heartbeat), exc
+            )
 
 
 def log_seconds() -> float:
@@ -102,7 +110,7 @@ class Wait:
         """Log a progress line if one is due; ``detail`` (the latest news) is kept for the next line."""
         if detail is not None:
             self.detail = detail
-        _beat()
+        beat()
         now = time.monotonic()
         if now - self._last < self.interval:
             return False

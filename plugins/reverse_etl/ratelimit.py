@@ -101,7 +101,7 @@ class AccountLimiter:
     def acquire(self) -> float:
         """Take a slot, waiting in steps of at most one progress interval so a long wait shows in the log,
         and of at most a second so the load's lease keeps beating."""
-        from reverse_etl.progress import BEAT_SECONDS, Wait
+        from reverse_etl.progress import BEAT_SECONDS, Wait, beat
 
         started = time.monotonic()
         wait = Wait(
@@ -114,6 +114,7 @@ class AccountLimiter:
             self.account, blocking=True, timeout=max(0.01, min(wait.until_due(), BEAT_SECONDS))
         ):
             wait.tick()
+        beat()  # the lease is checked before every request, not only during waits
         waited = time.monotonic() - started
         if waited > 5:
             log.info(

@@ -85,6 +85,31 @@ def test_a_wait_longer_than_the_lease_keeps_it_when_logging_is_rarer(state_store
     assert took == ["refused"]
 
 
+def test_a_load_that_stalled_past_its_lease_stops_before_its_next_request(state_store, tmp_path):
+    """A holder frozen longer than its ttl (a stopped VM) finds its lease taken on its next request's slot
+    and stops with ``LeaseLost``, instead of sending records the other load now owns."""
+    from reverse_etl.errors import LeaseLost
+    from reverse_etl.progress import Wait
+
+    holder, other = Ledger("v", "orders", "backfill"), Ledger("v", "orders", "daily")
+    holder.acquire_lease("dag/backfill/orders.load", ttl=0.6, wait=0)
+    time.sleep(0.7)  # the stall: no beat, the lease lapses
+    other.acquire_lease("dag/daily/orders.load", ttl=60, wait=0)
+    limiter = AccountLimiter("stalled", RateSpec(100, 1.0), url=f"sqlite:///{tmp_path / 'b.sqlite'}")
+    with pytest.raises(
+        LeaseLost,
+        match=r"dag/backfill/orders\.load lost its lease on v\.orders: .* and "
+        r"dag/daily/orders\.load took it\. This load stops before sending more",
+    ):
+        limiter.acquire()
+    # It is dropped from the heartbeats: the other load's waits go on, the lease stays the other's.
+    Wait("v account budget to reset", 0.1).sleep(0.1)
+    other.renew_lease()
+    with pytest.raises(SyncError, match=r"being loaded by dag/daily/orders\.load"):
+        holder.acquire_lease("dag/backfill/orders.load", ttl=0.6, wait=0)
+    other.release_lease()
+
+
 def test_a_short_wait_logs_nothing_extra(state_store, progress_log, monkeypatch):
     monkeypatch.setenv("RETL_PROGRESS_LOG_SECONDS", "30")
     Ledger("v", "orders", "daily").acquire_lease("dag/daily/orders.load", ttl=60, wait=0)
