@@ -14,6 +14,7 @@ import time
 from collections import Counter
 
 import duckdb
+import psutil
 import pytest
 
 from sandbox.connectif import ConnectifSandbox
@@ -76,8 +77,9 @@ def standalone(warehouse, tmp_path):
         env.update(airflow_env(tmp_path / "airflow"))
         env.update(
             {
+                "AIRFLOW__API__HOST": "127.0.0.1",  # no login (all admins): never on 0.0.0.0
                 "AIRFLOW__API__PORT": str(port),
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
@@ -126,6 +128,12 @@ def test_backfill_create_runs_the_intervals_and_shares_the_bucket(standalone, wa
     wait_for(finished, timeout=600, every=5)
     runs = backfill_runs()
     assert [r["state"] for r in runs] == ["success", "success"], tmp_path / "standalone.log"
+    # The tasks reached the execution API on 127.0.0.1, where the API server alone listens.
+    port = int(env["AIRFLOW__API__PORT"])
+    listening = {
+        c.laddr.ip for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == port
+    }
+    assert listening == {"127.0.0.1"}, listening
 
     con = duckdb.connect(str(warehouse), read_only=True)
     changed = {
