@@ -102,8 +102,13 @@ def environment(home: Path) -> dict[str, str]:
     return env
 
 
+def task_code(kind: str) -> str:
+    """The code a task process of this kind runs: the runner's imports and DAG file, then the task."""
+    return PRELUDE.format(dag=str(REPO / "dags" / "voucherify_sync.py")) + KINDS[kind]
+
+
 def time_kind(kind: str, env: dict[str, str], repeat: int) -> float:
-    code = PRELUDE.format(dag=str(REPO / "dags" / "voucherify_sync.py")) + KINDS[kind]
+    code = task_code(kind)
     best = float("inf")
     for _ in range(repeat):
         started = time.monotonic()
@@ -141,9 +146,7 @@ print(json.dumps(best))
 
 def time_forked(kinds: list[str], env: dict[str, str], repeat: int) -> dict[str, float]:
     """Every kind forked from one Celery worker process that ran the preload, best of ``repeat``."""
-    codes = {
-        kind: PRELUDE.format(dag=str(REPO / "dags" / "voucherify_sync.py")) + KINDS[kind] for kind in kinds
-    }
+    codes = {kind: task_code(kind) for kind in kinds}
     worker_env = {
         **env,
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
