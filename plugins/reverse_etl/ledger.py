@@ -18,8 +18,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from reverse_etl.progress import add_heartbeat, remove_heartbeat
-from reverse_etl.store import open_store, state_store_url
+from reverse_etl.leases import SyncLease
+from reverse_etl.store import open_store, state_store_url, utc_now
 
 PENDING, IN_FLIGHT, DELIVERED, FAILED, REJECTED, DELETED = (
     "pending",
@@ -57,10 +57,6 @@ class Planned:
     reason: str | None = None
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
 def _engine(url: str, *, check_deployment: bool = True):
     """The store's engine and tables; refuses a missing, empty, corrupt or foreign store (see ``store``)."""
     return open_store(url, check_deployment=check_deployment)
@@ -74,8 +70,8 @@ class Ledger:
         self.entity = entity
         self.run_id = run_id
         self.url = url or state_store_url()
-        self.engine, self.ledger, self.events, self.runs, self.leases = _engine(self.url)
-        self._lease_renewed = 0.0
+        self.engine, self.ledger, self.events, self.runs, leases = _engine(self.url)
+        self.lease = SyncLease(self.engine, leases, destination, entity)
         self._since_analyze, self._analyze_at = 0, ANALYZE_ROWS
 
     @property
@@ -107,7 +103,12 @@ class Ledger:
         if not entries:
             return 0
         keys, statuses, details = (list(c) for c in zip(*entries, strict=True))
-        const = {"destination": self.destination, "entity": self.entity, "run_id": self.run_id, "at": _now()}
+        const = {
+            "destination": self.destination,
+            "entity": self.entity,
+            "run_id": self.run_id,
+            "at": utc_now(),
+        }
         columns = {"record_key": keys, "status": statuses, "detail": details}
         return bulk.insert(conn, self.dialect, self.events.name, const, columns)
 
@@ -129,115 +130,15 @@ class Ledger:
         self._since_analyze = 0
         self._analyze_at = min(self._analyze_at * 2, ANALYZE_MAX_ROWS)
 
-    # --- one load per sync at a time ------------------------------------------------------------------
+    # --- one load per sync at a time (``leases``) ------------------------------------------------------
     def acquire_lease(self, holder: str, ttl: float, wait: float) -> None:
-        """Make this load the only one sending for (destination, entity): a daily run and a backfill must
-        not drain the same pending records at once. The holder's own retry takes its lease back at once;
-        a crashed holder's lease expires after ``ttl`` seconds."""
-        import time
-
-        from sqlalchemy import insert, select, update
-        from sqlalchemy.exc import IntegrityError
-
-        from reverse_etl.errors import SyncError
-        from reverse_etl.progress import Wait
-
-        t = self.leases
-        scope = (t.c.destination == self.destination) & (t.c.entity == self.entity)
-        waiting = Wait(f"the lease on {self.destination}.{self.entity}", wait, logger=log)
-        while True:
-            now = _now()
-            expires = now + dt.timedelta(seconds=ttl)
-            try:
-                with self.engine.begin() as conn:
-                    current = conn.execute(select(t.c.holder, t.c.expires_at).where(scope)).first()
-                    if current is None:
-                        conn.execute(
-                            insert(t).values(
-                                destination=self.destination,
-                                entity=self.entity,
-                                holder=holder,
-                                expires_at=expires,
-                            )
-                        )
-                        break
-                    if current.holder == holder or current.expires_at < now:
-                        taken = conn.execute(
-                            update(t)
-                            .where(
-                                scope
-                                & (t.c.holder == current.holder)
-                                & (t.c.expires_at == current.expires_at)
-                            )
-                            .values(holder=holder, expires_at=expires)
-                        ).rowcount
-                        if taken:
-                            break
-            except IntegrityError:
-                continue  # another load inserted first: look again
-            if waiting.expired:
-                raise SyncError(
-                    f"{self.destination}.{self.entity} is being loaded by {current.holder} (lease until "
-                    f"{current.expires_at} UTC); this load waited {wait:.0f} s and gives up. Airflow's retry "
-                    "will try again; clear the other run if it is stuck."
-                )
-            if current is not None:
-                waiting.detail = f"held by {current.holder} until {current.expires_at:%Y-%m-%d %H:%M:%S} UTC"
-            waiting.sleep(min(5.0, max(0.2, ttl / 10)))
-        waiting.done(f"{holder} holds it")
-        self._lease_renewed = time.monotonic()
-        self._lease = (holder, ttl)
-        add_heartbeat(self.renew_lease)  # waits inside the load (429s, vendor jobs) keep the lease alive
+        self.lease.acquire(holder, ttl, wait)
 
     def renew_lease(self) -> None:
-        """Push the lease's expiry on while the load makes progress (at most every third of the ttl). A
-        lease another load has taken meanwhile (this one stalled past the ttl) raises ``LeaseLost``."""
-        import time
-
-        from sqlalchemy import select, update
-
-        from reverse_etl.errors import LeaseLost
-
-        holder, ttl = getattr(self, "_lease", (None, 0))
-        if holder is None or time.monotonic() - self._lease_renewed < ttl / 3:
-            return
-        t = self.leases
-        scope = (t.c.destination == self.destination) & (t.c.entity == self.entity)
-        with self.engine.begin() as conn:
-            renewed = conn.execute(
-                update(t)
-                .where(scope & (t.c.holder == holder))
-                .values(expires_at=_now() + dt.timedelta(seconds=ttl))
-            ).rowcount
-            now_held_by = None if renewed else conn.execute(select(t.c.holder).where(scope)).scalar()
-        if not renewed:
-            self._lease = (None, 0)
-            remove_heartbeat(self.renew_lease)
-            raise LeaseLost(
-                f"{holder} lost its lease on {self.destination}.{self.entity}: it went "
-                f"{time.monotonic() - self._lease_renewed:.0f} s without renewing it (RETL_LEASE_SECONDS={ttl:g}), "
-                f"and {now_held_by or 'another load'} took it. This load stops before sending more; Airflow's "
-                "retry waits for the lease and resumes from the ledger."
-            )
-        self._lease_renewed = time.monotonic()
+        self.lease.renew()
 
     def release_lease(self) -> None:
-        from sqlalchemy import delete
-
-        holder, _ = getattr(self, "_lease", (None, 0))
-        if holder is None:
-            return
-        remove_heartbeat(self.renew_lease)
-        t = self.leases
-        with self.engine.begin() as conn:
-            conn.execute(
-                delete(t).where(
-                    (t.c.destination == self.destination)
-                    & (t.c.entity == self.entity)
-                    & (t.c.holder == holder)
-                )
-            )
-        self._lease = (None, 0)
+        self.lease.release()
 
     def lookup(self, keys: list[str]) -> dict[str, dict]:
         """Current ledger rows for these keys (status, hashes), a few statements per chunk of keys."""
@@ -256,7 +157,7 @@ class Ledger:
             "attempts": 0,
             "first_run_id": self.run_id,
             "last_run_id": self.run_id,
-            "updated_at": _now(),
+            "updated_at": utc_now(),
         }
         columns = {
             "record_key": [p.key for p in planned],
@@ -291,7 +192,7 @@ class Ledger:
             "attempts": 0,
             "first_run_id": self.run_id,
             "last_run_id": self.run_id,
-            "updated_at": _now(),
+            "updated_at": utc_now(),
         }
         columns = {"record_key": [k for k, _ in rejected], "error": [e for _, e in rejected]}
         with self.engine.begin() as conn:
@@ -324,7 +225,7 @@ class Ledger:
             "attempts": attempts,
             "first_run_id": self.run_id,
             "last_run_id": self.run_id,
-            "updated_at": _now(),
+            "updated_at": utc_now(),
         }
         columns = {"record_key": [e[0] for e in entries], "vendor_ref": [e[2] for e in entries]}
         if hashed:
@@ -423,7 +324,7 @@ class Ledger:
             conn.execute(
                 update(t)
                 .where(where)
-                .values(status=PENDING, vendor_ref=None, last_run_id=self.run_id, updated_at=_now())
+                .values(status=PENDING, vendor_ref=None, last_run_id=self.run_id, updated_at=utc_now())
             )
             self._log(conn, ((key, PENDING, detail) for key in keys))
         return len(keys)
@@ -434,7 +335,7 @@ class Ledger:
             "status": IN_FLIGHT,
             "vendor_ref": vendor_ref,
             "last_run_id": self.run_id,
-            "updated_at": _now(),
+            "updated_at": utc_now(),
         }
         with self.engine.begin() as conn:
             written = self._update(conn, keys, const)
@@ -442,7 +343,7 @@ class Ledger:
 
     def apply(self, outcomes: list[Outcome]) -> None:
         """Record the vendor's answer for each record of a batch, in one transaction."""
-        now = _now()
+        now = utc_now()
         by_status: dict[str, list[Outcome]] = {}
         for outcome in outcomes:
             by_status.setdefault(outcome.status, []).append(outcome)
@@ -493,7 +394,7 @@ class Ledger:
                     dry_run=int(dry_run),
                     status=status,
                     started_at=started_at,
-                    finished_at=_now(),
+                    finished_at=utc_now(),
                     report=json.dumps(report, default=str),
                 )
             )

@@ -118,6 +118,11 @@ def _tables(metadata):
     return ledger, events, runs, leases, request_minutes, identity
 
 
+def utc_now() -> dt.datetime:
+    """Now in UTC, naive: the store's timestamp columns hold UTC without a zone (SQLite has none)."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
 def state_store_url(conn_id: str | None = None) -> str:
     """SQLAlchemy URL of the state store from its Airflow connection (``sqlite`` or ``postgres``)."""
     from airflow.sdk import BaseHook
@@ -355,7 +360,7 @@ def init_store(url: str | None = None, deployment: str | None = None) -> dict:
                         store_id=store_id,
                         deployment=deployment,
                         schema_version=SCHEMA_VERSION,
-                        created_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+                        created_at=utc_now(),
                     )
                 )
                 action = "adopted" if adopted else "initialised"
