@@ -26,7 +26,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator
@@ -35,7 +34,7 @@ from reverse_etl import gc_tuning, settings
 from reverse_etl.batching import Batcher, BodySize, JsonArraySize
 from reverse_etl.errors import VendorAuthError, VendorNotFound, VendorRejected, fail_fast
 from reverse_etl.jobs import Finished, InFlightJobs
-from reverse_etl.ledger import DELETE, DELETED, DELIVERED, FAILED, PENDING, UPSERT, Ledger, Outcome, Planned
+from reverse_etl.ledger import DELETE, DELETED, DELIVERED, FAILED, UPSERT, Ledger, Outcome, Planned
 from reverse_etl.payload import row_to_payload, serialise
 from reverse_etl.tasks import skip_unless_selected
 
@@ -234,107 +233,16 @@ class SyncLoadOperator(BaseOperator):
         self, ledger: Ledger, manifest: dict, counts: dict, context: Any, *, dry_run: bool, full_resync: bool
     ) -> None:
         """Decide per valid row: unchanged (skip), upsert or delete; persist the plan unless dry run."""
-        with gc_tuning.paused():  # a quarter of a million-record load's CPU was the collector's (gc_tuning)
-            self._plan_chunks(ledger, manifest, counts, context, dry_run=dry_run, full_resync=full_resync)
+        from reverse_etl.planning import PlanRules, plan
 
-    def _plan_chunks(
-        self, ledger: Ledger, manifest: dict, counts: dict, context: Any, *, dry_run: bool, full_resync: bool
-    ) -> None:
-        from reverse_etl.staging import JsonLinesSink, as_path, iter_valid
-
-        if not manifest.get("valid_path"):
-            return
-        preview = (
-            JsonLinesSink(as_path(manifest["valid_path"]).parent / "dry_run_payloads.jsonl")
-            if dry_run
-            else None
+        rules = PlanRules(
+            send_once=self.send_once,
+            supports_delete=self.supports_delete,
+            held=self._dry_run_held,
+            full_resync=full_resync,
+            serialised=lambda row: self._serialised(row, context),
         )
-        # The store writes chunk N's plan on a thread while this one reads chunk N+1, builds its payloads and
-        # looks its keys up (SQLite and the PostgreSQL driver let go of the GIL while they work). A key of
-        # chunk N+1 that chunk N planned reads as chunk N's plan left it (pending, with its hash), whether or
-        # not the lookup saw that write: a key seen twice is decided as one chunk at a time decided it.
-        writer = None if dry_run else ThreadPoolExecutor(1, thread_name_prefix="ledger-plan")
-        written = None
-        writing: dict[str, Planned] = {}  # the chunk being written, by key
-        try:
-            for batch in iter_valid(manifest, settings.chunk_rows()):
-                rows = batch.to_pylist()
-                built = (
-                    None
-                    if self.send_once  # built after the lookup: the delivered ones are never built
-                    else [
-                        None
-                        if row.get("_deleted") or row["_key"] in self._dry_run_held
-                        else self._serialised(row, context)
-                        for row in rows
-                    ]
-                )
-                known = ledger.lookup([r["_key"] for r in rows])
-                if writing:
-                    for row in rows:
-                        if (mine := writing.get(row["_key"])) is not None:
-                            state = {**known.get(mine.key, {}), "status": PENDING}
-                            known[mine.key] = {**state, "payload_hash": mine.payload_hash}
-                planned: list[Planned] = []
-                for i, row in enumerate(rows):
-                    key = row["_key"]
-                    state = known.get(key, {})
-                    if row.get("_deleted"):
-                        if not self.supports_delete or not state.get("delivered_hash"):
-                            counts["deletes_skipped"] += 1  # never sent by us (or already deleted): leave it
-                            continue
-                        counts["to_delete"] += 1
-                        planned.append(Planned(key, DELETE, None, None))
-                        continue
-                    if self.send_once and state.get("status") == DELIVERED:
-                        counts["unchanged_skipped"] += 1
-                        continue
-                    if key in self._dry_run_held:  # reconcile in a dry run: the vendor holds it
-                        counts["unchanged_skipped"] += 1
-                        continue
-                    payload, text, digest = built[i] if built else self._serialised(row, context)
-                    if (
-                        not full_resync
-                        and state.get("status") == DELIVERED
-                        and state.get("delivered_hash") == digest
-                    ):
-                        counts["unchanged_skipped"] += 1
-                        continue
-                    if (
-                        not full_resync
-                        and state.get("status") == FAILED
-                        and state.get("payload_hash") == digest
-                    ):
-                        # The vendor refused exactly this payload: resent once it changes, or with full_resync.
-                        counts["previously_failed"] += 1
-                        continue
-                    counts["to_send"] += 1
-                    planned.append(Planned(key, UPSERT, digest, text))
-                    if preview is not None:
-                        preview.write({"key": key, "payload": payload})
-                if written is not None:
-                    written.result()
-                    written, writing = None, {}
-                if planned and writer is not None:
-                    written = writer.submit(ledger.plan, planned)
-                    writing = {p.key: p for p in planned}
-                gc_tuning.collect_young()
-            if written is not None:
-                written.result()
-        finally:
-            if writer is not None:
-                writer.shutdown(wait=True)  # a failing chunk still lets the previous chunk's plan finish
-            if preview is not None:
-                preview.close()
-                counts["dry_run_payloads"] = str(preview.path)
-        log.info(
-            "%s.%s plan: %d to send, %d to delete, %d unchanged",
-            self.destination,
-            self.entity,
-            counts["to_send"],
-            counts["to_delete"],
-            counts["unchanged_skipped"],
-        )
+        plan(ledger, manifest, counts, rules, dry_run=dry_run)
 
     def _serialised(self, row: dict, context: Any) -> tuple[dict, str, str]:
         payload = self.build_payload(row, context)
