@@ -279,6 +279,13 @@ def print_report(results: list[dict], chunk_rows: int | None) -> None:
             f"{b['ledger']:.2f}, parquet writes {b['parquet_write']:.2f}, other {b['other']:.2f} "
             f"({b['chunks']} chunks of whole rows)"
         )
+        if r.get("validate_fixed_s") is not None:
+            rest = r["validate_s"] - r["validate_fixed_s"]
+            print(
+                f"  {'':>9}  validate's cost whatever the rows (the suite over 1 staged row): "
+                f"{r['validate_fixed_s']:.2f} s ({r['validate_fixed_cpu_s']:.2f} s CPU); the rest, "
+                f"{rest:.2f} s, is {rest / max(r['floor']['validate_s'], 1e-9):.1f}x the floor's validate"
+            )
     if len(ok) >= 2:
         small, large = min(ok, key=lambda r: r["size"]), max(ok, key=lambda r: r["size"])
         over_small = (small["peak_kb"] - small["baseline_kb"]) / MIB
@@ -376,6 +383,17 @@ def write_figures(results: list[dict], folder: Path | None = None, load: list[fl
                 goal=None,
             )
         )
+        if r.get("validate_fixed_s") is not None:
+            figures.append(
+                figure(
+                    f"validate's cost whatever the rows (the suite over 1 staged row: GX's data source, metric "
+                    f"graph and queries), in the {r['rows']:,}-row run (baseline: COPY)",
+                    r["validate_fixed_s"],
+                    unit="s",
+                    baseline=r["baseline_copy_s"],
+                    goal=None,
+                )
+            )
         figures.append(
             figure(
                 f"floor: the same mapping + suite as plain DuckDB SQL (COPY, rules, quarantine), {r['rows']:,} rows"
@@ -539,6 +557,37 @@ def _quiet_logs(verbose: bool) -> None:
     logging.getLogger("reverse_etl").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
+def _validate_fixed_cost(manifest: dict, validate_mod) -> tuple[float, float]:
+    """Validate's cost whatever the rows: the same validate over the first staged row alone (GX's data
+    source and view, its metric graph for the suite, its queries, the quarantine and ledger set-up); best
+    of three, wall and CPU seconds. Measured after the run, so it changes nothing of it."""
+    import pyarrow.parquet as pq
+
+    from reverse_etl.staging import as_path
+
+    source = as_path(manifest["path"])
+    with source.open("rb") as handle:
+        first = pq.ParquetFile(handle).read_row_group(0).slice(0, 1)
+    one_row = Path(tempfile.mkdtemp(prefix="retl-bench-one-row-")) / "one_row.parquet"
+    pq.write_table(first, one_row)
+    tiny = {**manifest, "path": one_row.as_uri(), "rows": 1, "deletes": None}
+    best = (float("inf"), float("inf"))
+    try:
+        for attempt in range(3):
+            t0, cpu0 = time.monotonic(), time.process_time()
+            validate_mod.validate(
+                extract_manifest=tiny,
+                dag_id="bench_fixed_cost",
+                run_id=f"one_row_{attempt}",
+                max_rejected_share=1.0,
+                record_rejections=False,
+            )
+            best = min(best, (time.monotonic() - t0, time.process_time() - cpu0))
+    finally:
+        shutil.rmtree(one_row.parent, ignore_errors=True)
+    return best
+
+
 def child(spec: dict) -> int:
     import resource
 
@@ -654,6 +703,7 @@ def child(spec: dict) -> int:
     breakdown = {k: round(v, 3) for k, v in parts.items()}
     breakdown["other"] = round(validate_s - sum(parts.values()), 3)
     breakdown["chunks"] = timers.chunks - 1  # minus the final forced progress line
+    fixed_s, fixed_cpu_s = _validate_fixed_cost(manifest, validate_mod)  # after the timers are read
     rows = manifest["rows"]
     result = {
         "size": size,
@@ -680,6 +730,8 @@ def child(spec: dict) -> int:
         "staged_mb": round(_folder_mb(settings.staging_url()), 1),
         "extract_parquet_write_s": round(s.get("extract_parquet_write", 0.0), 3),
         "validate_breakdown": breakdown,
+        "validate_fixed_s": round(fixed_s, 3),
+        "validate_fixed_cpu_s": round(fixed_cpu_s, 3),
     }
     if rows != warehouse_rows:
         _say(f"  size {size:,}: WARNING extracted {rows:,} rows but the warehouse holds {warehouse_rows:,}")
