@@ -17,16 +17,18 @@ What is measured
     The data work itself (0.3-0.5 s for a few hundred rows) is not included: this is the part of a small
     task's time that does not depend on its rows.
 
-    Twice: from a fresh interpreter (LocalExecutor, ``dag.test``: every task pays every import), and forked
-    from a Celery worker as ``make stack`` runs it: one process creates Airflow's Celery app with
-    ``[celery] celery_config_options = reverse_etl.celery_config.CELERY_CONFIG`` and sends Celery's
-    ``import_modules`` signal (Airflow's preload and ours), then forks once per task, as the worker's task
-    supervisor does; the figure is the fork's wall time until it exits.
+    Three ways (``FORKERS``): from a fresh interpreter (Airflow's plain LocalExecutor, ``airflow tasks test``:
+    every task pays every import); forked from a Celery worker as ``make stack`` runs it (one process creates
+    Airflow's Celery app with ``[celery] celery_config_options = reverse_etl.celery_config.CELERY_CONFIG``
+    and sends Celery's ``import_modules`` signal, Airflow's preload and ours); and forked from a scheduler
+    running ``reverse_etl.local_executor.PreloadingLocalExecutor`` as ``make ui`` does (the executor loaded
+    from ``[core] executor`` and started, which preloads before it forks its workers). Each forker then forks
+    once per task, as a worker's task supervisor does; the figure is the fork's wall time until it exits.
 
 How to read it
     ``over empty`` is each kind's figure minus the empty task's; the goal is at most 2 s for every kind (the
-    figure with the goal is the slowest kind's on a Celery worker, the production shape; the fresh-process
-    figure is shown beside it). The figures go to benchmarks/results/task_cost.json.
+    figures with the goal are the slowest kind's on a Celery worker and under ``make ui``'s LocalExecutor,
+    the shapes this project runs tasks in; the fresh-process figure is shown beside them). The figures go to benchmarks/results/task_cost.json.
 
     .venv/bin/python benchmarks/bench_task_cost.py [--repeat 3] [--kinds validate load] [--results DIR]
 """
@@ -120,10 +122,30 @@ def time_kind(kind: str, env: dict[str, str], repeat: int) -> float:
     return best
 
 
+# How each long-lived process that forks tasks starts: the preload our settings give it (reverse_etl.preload).
+FORKERS = {
+    "Celery worker": (
+        {
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CELERY__BROKER_URL": "redis://127.0.0.1:1/0",  # never contacted
+            "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "reverse_etl.celery_config.CELERY_CONFIG",
+        },
+        # as `celery worker` does before forking its pool
+        "from airflow.providers.celery.executors import celery_executor_utils\n"
+        "celery_executor_utils.app.loader.import_default_modules()\n",
+    ),
+    "LocalExecutor (make ui)": (
+        {"AIRFLOW__CORE__EXECUTOR": "reverse_etl.local_executor.PreloadingLocalExecutor"},
+        # as the scheduler does before forking the executor's workers (which fork the tasks)
+        "from airflow.executors.executor_loader import ExecutorLoader\n"
+        "executor = ExecutorLoader.get_default_executor()\n"
+        "executor.start()\n"
+        "executor.end()\n",
+    ),
+}
 WORKER = """
 import json, os, sys, time, traceback
-from airflow.providers.celery.executors import celery_executor_utils
-celery_executor_utils.app.loader.import_default_modules()  # as `celery worker` does before forking its pool
+# SETUP
 codes, repeat, best = json.loads(sys.argv[1]), int(sys.argv[2]), {}
 for kind, code in codes.items():
     best[kind] = float("inf")
@@ -144,23 +166,19 @@ print(json.dumps(best))
 """
 
 
-def time_forked(kinds: list[str], env: dict[str, str], repeat: int) -> dict[str, float]:
-    """Every kind forked from one Celery worker process that ran the preload, best of ``repeat``."""
+def time_forked(forker: str, kinds: list[str], env: dict[str, str], repeat: int) -> dict[str, float]:
+    """Every kind forked from one process started as ``FORKERS[forker]`` (its preload ran), best of
+    ``repeat``."""
     codes = {kind: task_code(kind) for kind in kinds}
-    worker_env = {
-        **env,
-        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-        "AIRFLOW__CELERY__BROKER_URL": "redis://127.0.0.1:1/0",  # never contacted
-        "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "reverse_etl.celery_config.CELERY_CONFIG",
-    }
+    settings, setup = FORKERS[forker]
     done = subprocess.run(
-        [sys.executable, "-c", WORKER, json.dumps(codes), str(repeat)],
-        env=worker_env,
+        [sys.executable, "-c", WORKER.replace("# SETUP\n", setup), json.dumps(codes), str(repeat)],
+        env={**env, **settings},
         capture_output=True,
         text=True,
     )
     if done.returncode:
-        raise SystemExit(f"the Celery worker model failed:\n{done.stderr[-3000:]}")
+        raise SystemExit(f"the {forker} model failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -205,10 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-task-cost-") as tmp:
         env = environment(Path(tmp))
         fresh = {kind: time_kind(kind, env, args.repeat) for kind in kinds}
-        forked = time_forked(kinds, env, args.repeat)
-    figures = over_empty(fresh, "fresh process", headline=False) + over_empty(
-        forked, "Celery worker", headline=True
-    )
+        forked = {forker: time_forked(forker, kinds, env, args.repeat) for forker in FORKERS}
+    figures = over_empty(fresh, "fresh process", headline=False)
+    for forker, seconds in forked.items():
+        figures += over_empty(seconds, forker, headline=True)
     return finish(
         "task_cost", figures, args.results, repeat=args.repeat, seconds={"fresh": fresh, "forked": forked}
     )

@@ -75,7 +75,9 @@ def airflow_settings(url: str) -> dict[str, str]:
         "AIRFLOW__API__PORT": str(PORT),
         "AIRFLOW__API__WORKERS": "1",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # Airflow's LocalExecutor, with the tasks' imports (GX, pandas, DuckDB) loaded once in the scheduler
+        # before it forks its workers: a validate task does not import Great Expectations again.
+        "AIRFLOW__CORE__EXECUTOR": "reverse_etl.local_executor.PreloadingLocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": str(workers),
         "AIRFLOW__CORE__AUTH_MANAGER": (
             "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"

@@ -67,6 +67,15 @@ def _run_sync(url: str, headers: dict) -> str:
     return run_id
 
 
+def test_the_tasks_of_make_ui_are_forked_from_a_preloaded_scheduler(make_ui, synced):
+    """`make ui` runs reverse_etl.local_executor: the scheduler imported GX, pandas and DuckDB before it
+    forked the LocalExecutor workers that ran the synced run's tasks."""
+    log = (make_ui.home / ".airflow" / "ui-scheduler.log").read_text()
+    assert "reverse_etl: preloaded Great Expectations, pandas, DuckDB and the engine in " in log
+    assert "tasks forked from this scheduler's LocalExecutor workers skip those imports" in log
+    assert ", 0 failed" not in log and " failed)" not in log
+
+
 def _store(home, run_id: str) -> tuple[dict, dict]:
     """What the state store holds, read with plain SQL: the run's customers report, failing records."""
     with contextlib.closing(sqlite3.connect(home / ".airflow" / "retl" / "state.db")) as db:
