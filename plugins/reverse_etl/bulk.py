@@ -16,12 +16,17 @@ events, in the same order.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 LOOKUP_COLUMNS = ("record_key", "status", "payload_hash", "delivered_hash")
 _SQLITE_IN = 500  # keys per lookup statement on SQLite (bound variables: at most 32,766 since 3.32)
 _PG_ANY = 20_000  # keys per lookup statement on PostgreSQL (one array)
+
+
+# rows for json_each: NaN and infinities refused (JSON has none), text as it is (SQLite reads UTF-8 JSON)
+_JSON_ROWS = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def _cursor(conn):
@@ -121,9 +126,17 @@ def upsert(
     const: dict[str, Any],
     columns: dict[str, list],
     update: Sequence[str],
+    *,
+    one_step: bool = False,
 ) -> int:
     """Insert rows (``const`` values for every row plus one value per row of each of ``columns``), or update
-    ``update`` of the rows already there (conflict on ``key_columns``); returns the rows written."""
+    ``update`` of the rows already there (conflict on ``key_columns``); returns the rows written.
+
+    ``one_step`` (SQLite; PostgreSQL's statement is one step already): the rows go as one JSON array bound to
+    one ``INSERT ... SELECT ... FROM json_each(?)``, which SQLite runs in one call without the GIL, for a
+    caller on a thread beside busy Python code. ``executemany`` takes the GIL back after every row and, beside
+    a thread that never lets go of it, waits up to the 5 ms switch interval each time: a million rows took
+    527 s beside a busy thread against 7.4 s alone, and the JSON statement 10.3 s against 10.1 s alone."""
     names = [*const, *columns]
     n = len(next(iter(columns.values()))) if columns else 0
     if not n:
@@ -148,6 +161,16 @@ def upsert(
                 f"ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
             )
             cur.execute(sql, (*const.values(), *columns.values()))
+        elif one_step:
+            sets = ", ".join(f"{c} = excluded.{c}" for c in update)
+            picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(columns)))
+            sql = (
+                f"INSERT INTO {table} ({', '.join(names)}) SELECT {', '.join('?' * len(const))}"
+                f"{', ' if const else ''}{picks} FROM json_each(?) WHERE true "  # WHERE: see SQLite's upsert
+                f"ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
+            )
+            rows = _JSON_ROWS.encode(list(zip(*columns.values(), strict=True)))
+            cur.execute(sql, (*(_sqlite_value(v) for v in const.values()), rows))
         else:
             sets = ", ".join(f"{c} = excluded.{c}" for c in update)
             sql = (

@@ -82,12 +82,16 @@ class Ledger:
         t = self.ledger
         return (t.c.destination == self.destination) & (t.c.entity == self.entity)
 
-    def _upsert(self, conn, const: dict, columns: dict[str, list], update: list[str]) -> int:
+    def _upsert(
+        self, conn, const: dict, columns: dict[str, list], update: list[str], *, one_step: bool = False
+    ) -> int:
         from reverse_etl import bulk
 
         const = {"destination": self.destination, "entity": self.entity, **const}
         keys = ("destination", "entity", "record_key")
-        return bulk.upsert(conn, self.dialect, self.ledger.name, keys, const, columns, update)
+        return bulk.upsert(
+            conn, self.dialect, self.ledger.name, keys, const, columns, update, one_step=one_step
+        )
 
     def _update(self, conn, keys: list[str], const: dict, columns=None, expressions=()) -> int:
         from reverse_etl import bulk
@@ -148,7 +152,8 @@ class Ledger:
             return bulk.lookup(conn, self.dialect, self.ledger.name, (self.destination, self.entity), keys)
 
     def plan(self, planned: list[Planned]) -> None:
-        """Mark records ``pending`` with their payload: from here on some run will deliver them."""
+        """Mark records ``pending`` with their payload: from here on some run will deliver them. Written in one
+        step (``bulk.upsert``): the load's plan calls this on a thread while it builds the next chunk."""
         if not planned:
             return
         const = {
@@ -177,7 +182,7 @@ class Ledger:
             "updated_at",
         ]
         with self.engine.begin() as conn:
-            written = self._upsert(conn, const, columns, update)
+            written = self._upsert(conn, const, columns, update, one_step=True)
             self._log(conn, ((p.key, PENDING, p.reason) for p in planned if p.reason))
         self._wrote(written)
 

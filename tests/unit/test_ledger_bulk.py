@@ -130,6 +130,24 @@ def test_a_large_lookup_and_plan_on_sqlite(state_store):
     assert known["k00007"]["payload_hash"] == "last"
 
 
+def test_plan_keeps_any_payload_text_exactly_on_sqlite(state_store):
+    """The plan reaches SQLite as one JSON array (``bulk.upsert(one_step=True)``): quotes, backslashes,
+    escapes, non-ASCII, emoji and long text come back exactly as given."""
+    url = f"sqlite:///{state_store}"
+    texts = {
+        "q": '{"name":"O\'Brien \\"the\\" one","path":"C:\\\\x"}',
+        "u": '{"city":"Kraków","emoji":"🎉","jp":"日本","sep":"\u2028"}',
+        "ctl": '{"note":"a\\nb\\tc\\u0000d"}',
+        "long": '{"x":"' + "y" * 100_000 + '"}',
+    }
+    Ledger("v", "customers", "run-1", url=url).plan(
+        [Planned(k, UPSERT, f"h-{k}", text) for k, text in texts.items()]
+    )
+    for key, text in texts.items():
+        current = record_history("v", "customers", key, url=url)["current"]
+        assert (current["payload"], current["payload_hash"], current["status"]) == (text, f"h-{key}", PENDING)
+
+
 @pytest.mark.postgres
 def test_bulk_writes_on_postgresql(postgres_database, monkeypatch):
     from reverse_etl import ledger as ledger_module

@@ -91,3 +91,20 @@ def test_manual_run_without_interval_or_params_syncs_the_last_full_day():
     window = resolve_window({}, None, None)
     assert window.end - window.start == dt.timedelta(days=1)
     assert window.end.hour == 0 and window.end <= dt.datetime.now(dt.UTC)
+
+
+def test_canonical_json_is_the_standard_encoders_text_byte_for_byte():
+    """The encoder built once must write what ``json.dumps`` with the same settings writes: a byte of
+    difference would change every hash and resend every record once."""
+    import json
+    import math
+
+    payloads = [
+        {"b": 1, "a": {"z": [1, 2.5, None, True, False], "y": 'é\u2028"\\\n\t'}, "c": 1e16, "d": -0.0},
+        {"n": 1e-05, "big": 2**70, "nan": math.nan, "inf": math.inf, "ninf": -math.inf, "u": "Zoë 日本"},
+        {"nested": {"deeper": {"k": [{"x": 1}, {}]}}, "empty": [], "s": ""},
+    ]
+    for payload in payloads:
+        expected = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert canonical_json(payload) == expected
+        assert serialise(payload)[0] == expected
