@@ -16,6 +16,18 @@ from reverse_etl.store import utc_now
 log = logging.getLogger(__name__)
 
 
+def holder_of(context, task_id: str) -> str:
+    """Who holds a lease: the task and its try. Each try is a holder of its own, so a retry that starts while
+    an earlier try still runs (a worker cut off from Airflow, a suspended VM: Airflow gave up on it, it did
+    not stop) waits for that try's lease instead of sharing it, and the earlier try, once its lease is
+    taken, stops before its next request (``LeaseLost``). A try that crashed stops renewing: Airflow retries
+    it only after its heartbeat timeout (300 s by default), by when its lease (``RETL_LEASE_SECONDS``, 300
+    after its last renewal) has lapsed."""
+    task = f"{context['dag'].dag_id}/{context['run_id']}/{task_id}"
+    try_number = getattr(context.get("ti"), "try_number", None)
+    return f"{task} (try {try_number})" if try_number is not None else task
+
+
 class SyncLease:
     """The lease of one (destination, entity) for one ``Ledger`` (``ledger.lease``)."""
 
@@ -27,8 +39,8 @@ class SyncLease:
 
     def acquire(self, holder: str, ttl: float, wait: float) -> None:
         """Make this load the only one sending for (destination, entity): a daily run and a backfill must
-        not drain the same pending records at once. The holder's own retry takes its lease back at once;
-        a crashed holder's lease expires after ``ttl`` seconds."""
+        not drain the same pending records at once. The same holder (``holder_of``: one try of one task)
+        takes its lease back at once; a crashed holder's lease expires after ``ttl`` seconds."""
         import time
 
         from sqlalchemy import insert, select, update

@@ -45,7 +45,8 @@ def _plan_chunks(ledger: Ledger, manifest: dict, counts: dict, rules: PlanRules,
         JsonLinesSink(as_path(manifest["valid_path"]).parent / "dry_run_payloads.jsonl") if dry_run else None
     )
     # The store writes chunk N's plan on a thread while this one reads chunk N+1, builds its payloads and
-    # looks its keys up (SQLite and the PostgreSQL driver let go of the GIL while they work). A key of
+    # looks its keys up: one statement per chunk on either store (``Ledger.plan``), which runs without the
+    # GIL (a statement per row took the GIL back after each row and ran in turn with this thread). A key of
     # chunk N+1 that chunk N planned reads as chunk N's plan left it (pending, with its hash), whether or
     # not the lookup saw that write: a key seen twice is decided as one chunk at a time decided it.
     writer = None if dry_run else ThreadPoolExecutor(1, thread_name_prefix="ledger-plan")

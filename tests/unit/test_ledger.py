@@ -90,3 +90,34 @@ def test_a_long_wait_inside_a_load_keeps_its_lease_alive(state_store, monkeypatc
     daily.release_lease()
     backfill.acquire_lease("dag/backfill/orders.load", ttl=1.0, wait=0)
     backfill.release_lease()
+
+
+def test_two_tries_of_one_task_never_share_its_lease(state_store):
+    """A retry that starts while the earlier try still runs (Airflow gave up on it; it did not stop) waits
+    for that try's lease; once it has the lease, the earlier try stops before its next request."""
+    import time
+    from types import SimpleNamespace
+
+    import pytest
+
+    from reverse_etl.errors import LeaseLost, SyncError
+    from reverse_etl.leases import holder_of
+
+    def context(try_number):
+        return {
+            "dag": SimpleNamespace(dag_id="d"),
+            "run_id": "r",
+            "ti": SimpleNamespace(try_number=try_number),
+        }
+
+    first, retry = holder_of(context(1), "orders.load"), holder_of(context(2), "orders.load")
+    assert (first, retry) == ("d/r/orders.load (try 1)", "d/r/orders.load (try 2)")
+    zombie, again = Ledger("v", "orders", "r"), Ledger("v", "orders", "r")
+    zombie.acquire_lease(first, ttl=0.6, wait=0)
+    with pytest.raises(SyncError, match=r"being loaded by d/r/orders\.load \(try 1\)"):
+        again.acquire_lease(retry, ttl=60, wait=0)
+    time.sleep(0.7)  # the first try froze past its lease
+    again.acquire_lease(retry, ttl=60, wait=0)
+    with pytest.raises(LeaseLost, match=r"\(try 2\) took it"):
+        zombie.renew_lease()
+    again.release_lease()

@@ -34,6 +34,7 @@ from reverse_etl import gc_tuning, settings
 from reverse_etl.batching import Batcher, BodySize, JsonArraySize
 from reverse_etl.errors import VendorAuthError, VendorNotFound, VendorRejected, fail_fast
 from reverse_etl.jobs import Finished, InFlightJobs
+from reverse_etl.leases import holder_of
 from reverse_etl.ledger import DELETE, DELETED, DELIVERED, FAILED, UPSERT, Ledger, Outcome, Planned
 from reverse_etl.payload import row_to_payload, serialise
 from reverse_etl.tasks import skip_unless_selected
@@ -184,7 +185,7 @@ class SyncLoadOperator(BaseOperator):
         try:
             if not dry_run:
                 ledger.acquire_lease(
-                    f"{context['dag'].dag_id}/{context['run_id']}/{self.task_id}",
+                    holder_of(context, self.task_id),
                     ttl=settings.lease_seconds(),
                     wait=settings.lease_wait_seconds(),
                 )

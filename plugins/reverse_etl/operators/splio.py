@@ -21,6 +21,7 @@ from airflow.sdk import BaseOperator
 
 from reverse_etl.csvfile import window_regex
 from reverse_etl.errors import fail_fast
+from reverse_etl.leases import holder_of
 from reverse_etl.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ class SplioReferralUploadOperator(BaseOperator):
                 from reverse_etl import settings
 
                 ledger.acquire_lease(
-                    f"{context['dag'].dag_id}/{context['run_id']}/{self.task_id}",
+                    holder_of(context, self.task_id),
                     ttl=settings.lease_seconds(),
                     wait=settings.lease_wait_seconds(),
                 )
