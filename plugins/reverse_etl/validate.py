@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from reverse_etl import settings
+from reverse_etl import gc_tuning, settings
 from reverse_etl.errors import ConfigError, RejectedShareExceeded
 from reverse_etl.extract import sql_path
 
@@ -241,7 +241,9 @@ def validate(
     rejected_deletes = 0
     broken: Counter[tuple[str, str]] = Counter()  # (rule, column) -> rows that broke it
     encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
-    with JsonLinesSink(folder / "quarantine.jsonl") as quarantine:
+    # The collector every 100,000 allocations instead of 700 (``gc_tuning``): quarantined rows make many
+    # short-lived dicts and strings; validate's CPU at 1M rows, 5 interleaved pairs: 4.57 s against 4.75 s.
+    with gc_tuning.fewer_passes(), JsonLinesSink(folder / "quarantine.jsonl") as quarantine:
         for batch in rejections:
             lines, rejected_for_ledger = [], []
             for position, reasons, key, deleted, row, superseded_key in batch:
