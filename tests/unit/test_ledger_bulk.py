@@ -148,6 +148,27 @@ def test_plan_keeps_any_payload_text_exactly_on_sqlite(state_store):
         assert (current["payload"], current["payload_hash"], current["status"]) == (text, f"h-{key}", PENDING)
 
 
+def test_a_plan_longer_than_one_statement_is_written_in_parts_in_order(state_store, monkeypatch):
+    """Past ``_ONE_STEP_CHARS`` of JSON the plan goes in several statements, in order: every row written,
+    a key planned twice keeps its last plan."""
+    from reverse_etl import bulk
+
+    monkeypatch.setattr(bulk, "_ONE_STEP_CHARS", 300)
+    seen = []
+    real = bulk._json_parts
+    monkeypatch.setattr(bulk, "_json_parts", lambda rows: [seen.append(p) or p for p in real(rows)])
+    url = f"sqlite:///{state_store}"
+    keys = [f"k{i:03d}" for i in range(40)]
+    Ledger("v", "customers", "run-1", url=url).plan(
+        [Planned(k, UPSERT, f"h-{k}", f'{{"k":"{k}"}}') for k in keys]
+        + [Planned("k003", UPSERT, "last", "{}")]
+    )
+    assert len(seen) > 4 and all(len(p) <= 300 for p in seen)
+    known = Ledger("v", "customers", "run-2", url=url).lookup(keys)
+    assert sorted(known) == keys and known["k039"]["payload_hash"] == "h-k039"
+    assert known["k003"]["payload_hash"] == "last"
+
+
 @pytest.mark.postgres
 def test_bulk_writes_on_postgresql(postgres_database, monkeypatch):
     from reverse_etl import ledger as ledger_module
