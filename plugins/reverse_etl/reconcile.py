@@ -24,6 +24,7 @@ from typing import Any
 
 from reverse_etl.ledger import DELIVERED, IN_FLIGHT, PENDING, Ledger
 from reverse_etl.payload import payload_hash
+from reverse_etl.store import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +283,7 @@ def run_command(
     if not cls.can_read_back and not dry_run:
         print(refusal(cls), file=sys.stderr)
         return 2
-    started_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    started_at = utc_now()
     run_id = f"reconcile__{started_at.strftime('%Y%m%dT%H%M%S%f')}"
     start = window_start or "1970-01-01"
     end = window_end or (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)).isoformat()

@@ -68,12 +68,13 @@ def run_validate(manifest: dict) -> dict:
     from airflow.sdk import get_current_context
 
     from reverse_etl.errors import RejectedShareExceeded
+    from reverse_etl.store import utc_now
     from reverse_etl.validate import validate
 
     context = get_current_context()
     params = context["params"]
     skip_unless_selected(params, manifest["entity"])
-    started_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    started_at = utc_now()
     try:
         return validate(
             extract_manifest=manifest,

@@ -24,6 +24,7 @@ from reverse_etl.jobs import Finished
 from reverse_etl.ledger import DELIVERED, FAILED, Outcome, Planned
 from reverse_etl.operators.load import SyncLoadOperator
 from reverse_etl.payload import row_to_payload
+from reverse_etl.store import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +345,7 @@ class ConnectifExportOperator(BaseOperator):
 
         started = time.monotonic()
         filters = bounds = None
-        stamps = {"_exported_at": dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat()}
+        stamps = {"_exported_at": utc_now().isoformat()}
         if part is not None:
             # Our windows are half-open; Connectif's toDate is taken as inclusive: stop 1 ms short.
             last = part[1] - dt.timedelta(milliseconds=1)

@@ -21,7 +21,6 @@ same lease and through the same pending/deleted ledger states.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import time
@@ -37,6 +36,7 @@ from reverse_etl.jobs import Finished, InFlightJobs
 from reverse_etl.leases import holder_of
 from reverse_etl.ledger import DELETE, DELETED, DELIVERED, FAILED, UPSERT, Ledger, Outcome, Planned
 from reverse_etl.payload import row_to_payload, serialise
+from reverse_etl.store import utc_now
 from reverse_etl.tasks import skip_unless_selected
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ class SyncLoadOperator(BaseOperator):
     @fail_fast()
     def execute(self, context: Any) -> dict:
         started = time.monotonic()
-        started_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        started_at = utc_now()
         params = context["params"]
         skip_unless_selected(params, self.entity)
         dry_run = bool(params.get("dry_run"))

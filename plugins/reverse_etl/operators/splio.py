@@ -23,6 +23,7 @@ from reverse_etl.csvfile import window_regex
 from reverse_etl.errors import fail_fast
 from reverse_etl.leases import holder_of
 from reverse_etl.ledger import Ledger
+from reverse_etl.store import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class SplioReferralUploadOperator(BaseOperator):
         from reverse_etl.tasks import skip_unless_selected
 
         started = time.monotonic()
-        started_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        started_at = utc_now()
         params = context["params"]
         skip_unless_selected(params, self.entity)
         dry_run = bool(params.get("dry_run"))
