@@ -325,7 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     figures.append(
         figure("Reverse ETL page: table scans in its queries' plans", scans, goal="0", met=scans == 0)
     )
-    extra = {"records": args.records, "small_records": small_records, "runs": args.runs, "grew_most": grew}
+    extra = {
+        "records": args.records,
+        "small_records": small_records,
+        "runs": args.runs,
+        "account_minutes": minutes,
+        "grew_most": grew,
+    }
     return finish("ui", figures, args.results, **extra)
 
 

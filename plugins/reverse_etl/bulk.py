@@ -33,14 +33,17 @@ _ONE_STEP_CHARS = 64_000_000
 
 
 def _json_parts(rows: list[tuple]) -> Iterator[str]:
-    """``rows`` as JSON arrays of at most ``_ONE_STEP_CHARS`` characters (one row may be longer), in order."""
-    text = _JSON_ROWS.encode(rows)
-    if len(text) <= _ONE_STEP_CHARS or len(rows) == 1:
-        yield text
-        return
-    half = len(rows) // 2
-    yield from _json_parts(rows[:half])
-    yield from _json_parts(rows[half:])
+    """``rows`` as JSON arrays of at most ``_ONE_STEP_CHARS`` characters (one row may be longer), in order:
+    an array too long is halved until its halves fit."""
+    pending = [rows]
+    while pending:
+        part = pending.pop()
+        text = _JSON_ROWS.encode(part)
+        if len(text) <= _ONE_STEP_CHARS or len(part) == 1:
+            yield text
+        else:
+            half = len(part) // 2
+            pending += [part[half:], part[:half]]  # the first half is popped first
 
 
 def _cursor(conn):
@@ -148,10 +151,10 @@ def upsert(
 
     ``one_step`` (SQLite; PostgreSQL's statement is one step already): the rows go as one JSON array bound to
     one ``INSERT ... SELECT ... FROM json_each(?)`` (a few when the array is very long: ``_json_parts``),
-    which SQLite runs in one call without the GIL, for a
-    caller on a thread beside busy Python code. ``executemany`` takes the GIL back after every row and, beside
-    a thread that never lets go of it, waits up to the 5 ms switch interval each time: a million rows took
-    527 s beside a busy thread against 7.4 s alone, and the JSON statement 10.3 s against 10.1 s alone."""
+    which SQLite runs in one call without the GIL, for a caller on a thread beside busy Python code.
+    ``executemany`` takes the GIL back after every row and, beside a thread that never lets go of it, waits
+    up to the 5 ms switch interval each time: a million rows took 527 s beside a busy thread against 7.4 s
+    alone, and the JSON statement 10.3 s against 10.1 s alone."""
     names = [*const, *columns]
     n = len(next(iter(columns.values()))) if columns else 0
     if not n:
@@ -176,25 +179,23 @@ def upsert(
                 f"ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
             )
             cur.execute(sql, (*const.values(), *columns.values()))
-        elif one_step:
-            sets = ", ".join(f"{c} = excluded.{c}" for c in update)
-            picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(columns)))
-            sql = (
-                f"INSERT INTO {table} ({', '.join(names)}) SELECT {', '.join('?' * len(const))}"
-                f"{', ' if const else ''}{picks} FROM json_each(?) WHERE true "  # WHERE: see SQLite's upsert
-                f"ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
-            )
-            fixed = tuple(_sqlite_value(v) for v in const.values())
-            for part in _json_parts(list(zip(*columns.values(), strict=True))):
-                cur.execute(sql, (*fixed, part))
         else:
-            sets = ", ".join(f"{c} = excluded.{c}" for c in update)
-            sql = (
-                f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
-                f"ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
+            on_conflict = f"ON CONFLICT ({conflict}) DO UPDATE SET " + ", ".join(
+                f"{c} = excluded.{c}" for c in update
             )
             fixed = tuple(_sqlite_value(v) for v in const.values())
-            cur.executemany(sql, (fixed + row for row in zip(*columns.values(), strict=True)))
+            rows = zip(*columns.values(), strict=True)
+            if one_step:
+                picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(columns)))
+                sql = (
+                    f"INSERT INTO {table} ({', '.join(names)}) SELECT {', '.join('?' * len(const))}"
+                    f"{', ' if const else ''}{picks} FROM json_each(?) WHERE true {on_conflict}"  # WHERE: SQLite's upsert
+                )
+                for part in _json_parts(list(rows)):
+                    cur.execute(sql, (*fixed, part))
+            else:
+                sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) {on_conflict}"
+                cur.executemany(sql, (fixed + row for row in rows))
     finally:
         cur.close()
     return n

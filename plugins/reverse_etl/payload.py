@@ -106,7 +106,7 @@ def canonical_json(payload: dict) -> str:
 
 
 def payload_hash(payload: dict) -> str:
-    return hashlib.sha256(_encode(payload).encode("utf-8")).hexdigest()
+    return serialise(payload)[1]
 
 
 def serialise(payload: dict) -> tuple[str, str]:

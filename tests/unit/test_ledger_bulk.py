@@ -4,6 +4,7 @@ the statuses, attempts, hashes and one event per status change the row-by-row wr
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
@@ -164,6 +165,7 @@ def test_a_plan_longer_than_one_statement_is_written_in_parts_in_order(state_sto
         + [Planned("k003", UPSERT, "last", "{}")]
     )
     assert len(seen) > 4 and all(len(p) <= 300 for p in seen)
+    assert [row[0] for part in seen for row in json.loads(part)] == [*keys, "k003"]  # each row once, in order
     known = Ledger("v", "customers", "run-2", url=url).lookup(keys)
     assert sorted(known) == keys and known["k039"]["payload_hash"] == "h-k039"
     assert known["k003"]["payload_hash"] == "last"
