@@ -169,14 +169,19 @@ class StagedFile:
         finally:
             result.close()
 
-    def rejected_rows(self, queries: list[tuple], superseded_sql, batch_rows: int):
-        """Arrow batches of the rows to quarantine, in file order: ``_retl_pos``, ``_retl_ordinals`` and
-        ``_retl_values`` (the failed rules and values, suite order), ``_retl_superseded`` (the key when a
-        newer row has it), ``_retl_key``, ``_retl_deleted`` and ``_retl_row``, the whole row as JSON text.
-        Rows that fail, lack a key or are superseded; nothing else.
-        ``superseded_sql(source)``: the query of superseded rows (``file_row_number``, ``k``) of ``source``."""
+    def rejected_rows(self, queries: list[tuple], failures: dict[int, dict], superseded_sql, batch_rows: int):
+        """Arrow batches of the rows to quarantine, in file order: ``_retl_pos``, ``_retl_ordinals`` (the
+        rules failed, suite order), ``_retl_superseded`` (true when a newer row has the key), ``_retl_key``,
+        ``_retl_deleted`` and ``_retl_line``, the row's quarantine line (``quarantine_lines``).
+        Rows that fail, lack a key or are superseded; nothing else. ``failures``: ordinal -> the fixed
+        fields of a failure of that rule; ``superseded_sql(source)``: the query of superseded rows
+        (``file_row_number``, ``k``) of ``source``."""
+        from reverse_etl.quarantine_lines import line_sql
+
         source = f"read_parquet({_quoted(self.parquet)}, file_row_number = true)"
         cursor = self.engine._connection.connection.dbapi_connection.cursor()
+        # The lines are written after the filter, for the rejected rows only: a join that carried them
+        # past a million rows took 1.9 s against 0.05 s.
         sql = f"""
             WITH failed AS ({self._failed_sql(queries)}),
             judged AS (
@@ -184,19 +189,24 @@ class StagedFile:
                 FROM failed GROUP BY _pos
             ),
             superseded AS ({superseded_sql(source)})
-            SELECT s.file_row_number AS _retl_pos, judged.ordinals AS _retl_ordinals, judged.vals AS _retl_values,
-                   superseded.k AS _retl_superseded, s._key AS _retl_key, s._deleted AS _retl_deleted,
-                   {self._row_json(cursor, source)} AS _retl_row
-            FROM {source} AS s
-            LEFT JOIN judged ON judged._pos = s.file_row_number
-            LEFT JOIN superseded ON superseded.file_row_number = s.file_row_number
-            WHERE judged._pos IS NOT NULL OR superseded.file_row_number IS NOT NULL OR s._key IS NULL
-            ORDER BY s.file_row_number
+            SELECT _retl_pos, _retl_ordinals, _retl_superseded, _retl_key, _retl_deleted,
+                   {line_sql("_retl_key", "_retl_ordinals", "vals", "k", "_retl_row", failures)} AS _retl_line
+            FROM (
+                SELECT s.file_row_number AS _retl_pos, judged.ordinals AS _retl_ordinals, judged.vals,
+                       superseded.k, superseded.k IS NOT NULL AS _retl_superseded, s._key AS _retl_key,
+                       s._deleted AS _retl_deleted, {self._row_json(cursor, source)} AS _retl_row
+                FROM {source} AS s
+                LEFT JOIN judged ON judged._pos = s.file_row_number
+                LEFT JOIN superseded ON superseded.file_row_number = s.file_row_number
+                WHERE judged._pos IS NOT NULL OR superseded.file_row_number IS NOT NULL OR s._key IS NULL
+            )
+            ORDER BY _retl_pos
         """
         try:
             # One thread: the quarantined rows' query (GX's failing-row queries, the duplicate pass, the
-            # rows' JSON and their sort) holds less at once; with two it needed over 256 MB at 1M rows,
-            # and 128 MB failed now and then even with one. The rules ran before on every thread.
+            # lines and their sort) holds less at once. At 1M rows (25,000 rejected) one thread needs
+            # 64-96 MB of DuckDB's memory and two 96-128 MB, for 1.23 s against 1.67 s (2026-12-03):
+            # the margin under the 256 MB cap is kept. The rules ran before on every thread.
             cursor.execute("SET threads = 1")
             yield from cursor.sql(sql).to_arrow_reader(batch_rows)
         finally:

@@ -22,7 +22,16 @@ from reverse_etl.errors import ConfigError, RejectedShareExceeded
 from reverse_etl.extract import sql_path
 
 # SuiteRunner and defer_gx_imports are imported from here too (tests, benchmarks): the runner lives in gx_suite.
-from reverse_etl.gx_suite import KEY_NOT_NULL, SuiteRunner, defer_gx_imports  # noqa: F401
+from reverse_etl.gx_suite import SuiteRunner, defer_gx_imports  # noqa: F401
+from reverse_etl.quarantine_lines import (  # noqa: F401  (rule_label, describe: the UI and tests read them here)
+    SUPERSEDED_RULE,
+    Rejected,
+    complete,
+    describe,
+    ledger_reason,
+    line,
+    rule_label,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,20 +78,6 @@ def suite_parameters(window: dict | None) -> dict[str, str]:
     return values
 
 
-def rule_label(failure: dict) -> str:
-    """What a broken rule is called on the page and in the ledger: the suite's words and the column."""
-    return f"{failure.get('rule') or failure['expectation']} on {failure['column']}"
-
-
-def describe(failures: list[dict], *, values: bool = True) -> str:
-    """One readable line: every rule the row broke, with the value (quarantine) or without it (ledger)."""
-    if not values:
-        return "; ".join(dict.fromkeys(rule_label(f) for f in failures))
-    return "; ".join(
-        f"{rule_label(f)}: {json.dumps(f['value'], ensure_ascii=False, default=str)[:120]}" for f in failures
-    )
-
-
 def personal_fields(destination: str, entity: str) -> frozenset[str] | None:
     """The columns the suite's ``meta.personal_fields`` names (``_key`` when the key is personal, e.g. an
     email); None when the suite does not say, and then every value counts as personal."""
@@ -126,17 +121,16 @@ def superseded_rows(url: str, names: set[str] | list[str]) -> dict[int, str]:
     return {int(pos): str(k) for pos, k in rows}
 
 
-# Quarantined rows handled at once (whole rows as dicts, their JSON lines, ledger entries): 5,000 rows of 20
-# columns are a few MB; 25,000 (a million customers' rejects, one batch) took 150 MB.
-REJECTED_BATCH_ROWS = 5000
-
-SUPERSEDED_RULE = "duplicate key: superseded by a newer row with the same key"
+# Quarantined rows handled at once (their lines, ledger entries). A line holds the whole row, about 1-3 KB;
+# Python holds a batch's lines a few times over (Arrow, str, the joined write): at 1M customers (25,000
+# rejected) batches of 5,000 rows put validate's peak 50-70 MB above the extract's, 1,000 rows 0-40 MB.
+REJECTED_BATCH_ROWS = 1000
 
 
 def _pandas_rejections(runner, url: str, parameters: dict, chunk_rows: int, names: list[str]):
-    """Batches of ``(position, failures, key, deleted, row, superseded key)`` as
-    ``SuiteRunner.iter_sql_rejections`` gives them (the row as a dict here, not JSON text), for files GX's SQL engine does not read (object storage, pandas row conditions): the
-    suite in GX's pandas engine block by block, whole rows read back chunk by chunk."""
+    """Lists of ``Rejected`` as ``SuiteRunner.iter_sql_rejections`` gives them, for files GX's SQL engine
+    does not read (object storage, pandas row conditions): the suite in GX's pandas engine block by
+    block, whole rows read back chunk by chunk, their lines written here."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -167,10 +161,16 @@ def _pandas_rejections(runner, url: str, parameters: dict, chunk_rows: int, name
         positions = sorted(failures)
         # One columnar take for the chunk's failed rows: row-by-row pandas access dominated at scale.
         rows = batch.take(pa.array([p - offset for p in positions])).to_pylist() if positions else []
-        yield [
-            (p, failures[p], row["_key"], bool(row["_deleted"]), row, keys.get(p))
-            for p, row in zip(positions, rows, strict=True)
-        ]
+        out = []
+        for p, row in zip(positions, rows, strict=True):
+            reasons = complete(failures[p], keys.get(p))
+            rules = tuple((rule_label(f), f["column"]) for f in reasons)
+            out.append(
+                Rejected(
+                    p, row["_key"], bool(row["_deleted"]), p in keys, rules, line(row["_key"], reasons, row)
+                )
+            )
+        yield out
         offset += size
 
 
@@ -240,40 +240,22 @@ def validate(
     rejected: list[int] = []
     rejected_deletes = 0
     broken: Counter[tuple[str, str]] = Counter()  # (rule, column) -> rows that broke it
-    encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
+    reasons_of: dict[tuple, str] = {}  # the ledger's reason per set of rules broken
     # The collector every 100,000 allocations instead of 700 (``gc_tuning``): quarantined rows make many
-    # short-lived dicts and strings; validate's CPU at 1M rows, 5 interleaved pairs: 4.57 s against 4.75 s.
+    # short-lived objects; validate's CPU at 1M rows, 5 interleaved pairs: 4.57 s against 4.75 s.
     with gc_tuning.fewer_passes(), JsonLinesSink(folder / "quarantine.jsonl") as quarantine:
         for batch in rejections:
-            lines, rejected_for_ledger = [], []
-            for position, reasons, key, deleted, row, superseded_key in batch:
-                if superseded_key is not None:
-                    reasons.append(
-                        {
-                            "expectation": "unique_key",
-                            "column": "_key",
-                            "value": superseded_key,
-                            "rule": SUPERSEDED_RULE,
-                        }
-                    )
-                # A deleted row without a key (a live one fails the suite's own rule on _key).
-                if not reasons:
-                    reasons.append(
-                        {"expectation": KEY_NOT_NULL["type"], "column": "_key", "value": None, "rule": None}
-                    )
-                head = {"record_key": key, "reason": describe(reasons), "failures": reasons}
-                # The row comes as JSON text from DuckDB (GX's SQL engine) or as a dict (its pandas engine).
-                lines.append(
-                    encode(head)[:-1] + ', "row": ' + row + "}"
-                    if isinstance(row, str)
-                    else encode({**head, "row": row})
-                )
-                broken.update({(rule_label(f), f["column"]) for f in reasons})
-                rejected_deletes += deleted
-                if key is not None and superseded_key is None:
-                    rejected_for_ledger.append((str(key), describe(reasons, values=False)))
-                rejected.append(position)
-            quarantine.write_lines(lines)
+            quarantine.write_lines([r.line for r in batch])
+            rejected_for_ledger = []
+            for found in batch:
+                broken.update(set(found.rules))
+                rejected_deletes += found.deleted
+                if found.key is not None and not found.superseded:
+                    reason = reasons_of.get(found.rules)
+                    if reason is None:
+                        reason = reasons_of[found.rules] = ledger_reason(label for label, _ in found.rules)
+                    rejected_for_ledger.append((str(found.key), reason))
+                rejected.append(found.position)
             if rejected_for_ledger and record_rejections:
                 ledger.mark_rejected(rejected_for_ledger)
         manifest["quarantine_path"] = str(quarantine.path)

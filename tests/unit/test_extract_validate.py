@@ -406,3 +406,64 @@ def test_gx_sql_engine_gives_dates_and_numbers_back_as_the_quarantine_writes_the
         2: [("born", "2026-11-02")],
         3: [("n", -4)],
     }
+
+
+def test_duckdb_writes_the_quarantine_lines_python_writes(tmp_path):
+    """GX's SQL engine has DuckDB write each quarantined row's line; GX's pandas engine (object storage)
+    has Python write it. Same rows, same rules and ledger reasons, same lines: the head byte for byte
+    (Python's spacing, values as json.dumps writes them, cut at 120 characters), the row as the same JSON."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from reverse_etl import gx_duckdb
+    from reverse_etl.validate import SuiteRunner, _pandas_rejections, superseded_sql
+
+    suite = [
+        {"type": "expect_column_value_lengths_to_be_between", "kwargs": {"column": "s", "max_value": 5}},
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "n", "min_value": 0}},
+        {
+            "type": "expect_column_values_to_be_between",
+            "kwargs": {"column": "born", "max_value": "2026-11-01"},
+            "meta": {"rule": 'born "before" the window\'s end'},
+        },
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "n"}},
+    ]
+    long = 'ä"\\/😀' * 40  # quotes, a backslash, a slash, non-ASCII: its JSON is cut inside an escape
+    table = pa.table(
+        {
+            "_key": ["ok", "long", "two", None, "dup", "dup", None, "late"],
+            "_deleted": [False, False, False, False, False, False, True, False],
+            "_updated_at": [dt.datetime(2026, 10, 2, 3, 4, 5, 600)] * 8,
+            "s": ["fine", long, "tab\there", "x", "y", "z", "gone", "é"],
+            "n": [1, 2, -3, 4, 5, 6, None, None],
+            "born": [dt.date(1990, 1, 1)] * 7 + [dt.date(2027, 1, 1)],
+        }
+    )
+    pq.write_table(table, tmp_path / "q.parquet", row_group_size=3)
+    url = (tmp_path / "q.parquet").as_uri()
+    runner = SuiteRunner("t", suite)
+    names = table.column_names
+    assert gx_duckdb.usable(url, runner.suite.expectations)
+    by_sql = [
+        r for b in runner.iter_sql_rejections(url, None, 2, lambda s: superseded_sql(s, names)) for r in b
+    ]
+    by_python = [r for b in _pandas_rejections(runner, url, {}, 3, names) for r in b]
+
+    assert [r.position for r in by_sql] == [1, 2, 3, 4, 6, 7]
+    assert [r[:5] for r in by_sql] == [r[:5] for r in by_python]
+    for sql, python in zip(by_sql, by_python, strict=True):
+        assert json.loads(sql.line) == json.loads(python.line)
+        assert sql.line.split(', "row": ')[0] == python.line.split(', "row": ')[0]
+    lines = {r.key: json.loads(r.line) for r in by_sql}
+    assert (
+        lines["long"]["reason"]
+        == f"expect_column_value_lengths_to_be_between on s: {json.dumps(long, ensure_ascii=False)[:120]}"
+    )
+    assert [f["value"] for f in lines["two"]["failures"]] == ["tab\there", -3]
+    assert lines["dup"]["failures"][-1]["rule"].startswith("duplicate key: superseded")
+    assert lines[None]["reason"] == "expect_column_values_to_not_be_null on _key: null"  # the deleted row
+    assert (
+        lines["late"]["reason"]
+        == 'born "before" the window\'s end on born: "2027-01-01"; expect_column_values_to_not_be_null on n: null'
+    )
+    assert lines["late"]["row"]["_updated_at"] == "2026-10-02 03:04:05.000600"
