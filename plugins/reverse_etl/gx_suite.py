@@ -214,10 +214,7 @@ class SuiteRunner:
         positions and keys), in file order. DuckDB joins GX's failing rows to the whole rows and writes
         their quarantine lines, so each reaches Python as one string."""
         from reverse_etl.gx_duckdb import StagedFile
-        from reverse_etl.quarantine_lines import NO_KEY, SUPERSEDED, Rejected, rule_label
-
-        def rule(failure: dict) -> tuple[str, object]:
-            return rule_label(failure), failure["column"]
+        from reverse_etl.quarantine_lines import NO_KEY, SUPERSEDED, Rejected, rule_of
 
         with StagedFile(self._context, url) as staged:
             queries, failures = self._sql_verdict(staged, parameters)
@@ -237,10 +234,10 @@ class SuiteRunner:
                     shape = (tuple(ordinals or ()), superseded)
                     rules = rules_of.get(shape)
                     if rules is None:
-                        found = [rule(failures[o]) for o in shape[0]] + (
-                            [rule(SUPERSEDED)] if superseded else []
+                        found = [rule_of(failures[o]) for o in shape[0]] + (
+                            [rule_of(SUPERSEDED)] if superseded else []
                         )
-                        rules = rules_of[shape] = tuple(found or [rule(NO_KEY)])
+                        rules = rules_of[shape] = tuple(found or [rule_of(NO_KEY)])
                     out.append(Rejected(position, key, bool(deleted), superseded, rules, line))
                 yield out
 

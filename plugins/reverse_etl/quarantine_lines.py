@@ -36,13 +36,23 @@ class Rejected(NamedTuple):
     key: object
     deleted: bool
     superseded: bool  # a newer row has the key: the ledger hears of the newer one only
-    rules: tuple[tuple[str, object], ...]  # (rule label, column) per failure, in the line's order
+    rules: tuple[tuple[str, object], ...]  # ``rule_of`` each failure, in the line's order
     line: str  # the quarantine line, without its newline
 
 
 def rule_label(failure: dict) -> str:
     """What a broken rule is called on the page and in the ledger: the suite's words and the column."""
     return f"{failure.get('rule') or failure['expectation']} on {failure['column']}"
+
+
+def rule_of(failure: dict) -> tuple[str, object]:
+    """``(label, column)`` of a failure, as rules are counted (``counted_column``)."""
+    return rule_label(failure), counted_column(failure["column"])
+
+
+def counted_column(column: object) -> object:
+    """A multi-column rule's ``column_list`` as a tuple, so that its failures can be counted."""
+    return tuple(column) if isinstance(column, list) else column
 
 
 def describe(failures: list[dict], *, values: bool = True) -> str:

@@ -31,6 +31,7 @@ from reverse_etl.quarantine_lines import (  # noqa: F401  (rule_label, describe:
     ledger_reason,
     line,
     rule_label,
+    rule_of,
 )
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,7 @@ def _pandas_rejections(runner, url: str, parameters: dict, chunk_rows: int, name
         out = []
         for p, row in zip(positions, rows, strict=True):
             reasons = complete(failures[p], keys.get(p))
-            rules = tuple((rule_label(f), f["column"]) for f in reasons)
+            rules = tuple(rule_of(f) for f in reasons)
             out.append(
                 Rejected(
                     p, row["_key"], bool(row["_deleted"]), p in keys, rules, line(row["_key"], reasons, row)

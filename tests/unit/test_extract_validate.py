@@ -467,3 +467,41 @@ def test_duckdb_writes_the_quarantine_lines_python_writes(tmp_path):
         == 'born "before" the window\'s end on born: "2027-01-01"; expect_column_values_to_not_be_null on n: null'
     )
     assert lines["late"]["row"]["_updated_at"] == "2026-10-02 03:04:05.000600"
+
+
+def test_a_multi_column_rule_is_counted_and_sampled(tmp_path):
+    """A rule on a ``column_list`` fails rows in both engines; its failures are counted per rule and the
+    UI samples them, masked when one of its columns is personal."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from reverse_etl.ui.quarantine import Masker, _samples
+    from reverse_etl.validate import SuiteRunner, _pandas_rejections, rule_of, superseded_sql
+
+    table = pa.table({"_key": ["a", "b"], "_deleted": [False, False], "x": ["1", "1"], "y": ["1", "2"]})
+    pq.write_table(table, tmp_path / "m.parquet")
+    url = (tmp_path / "m.parquet").as_uri()
+    runner = SuiteRunner(
+        "t",
+        [
+            {
+                "type": "expect_select_column_values_to_be_unique_within_record",
+                "kwargs": {"column_list": ["x", "y"]},
+            }
+        ],
+    )
+    names = table.column_names
+    by_sql = [
+        r for b in runner.iter_sql_rejections(url, None, 5, lambda s: superseded_sql(s, names)) for r in b
+    ]
+    by_python = [r for b in _pandas_rejections(runner, url, {}, 5, names) for r in b]
+    rule = ("expect_select_column_values_to_be_unique_within_record on ['x', 'y']", ("x", "y"))
+    assert (
+        [(r.key, set(r.rules)) for r in by_sql]
+        == [(r.key, set(r.rules)) for r in by_python]
+        == [("a", {rule})]
+    )
+    (tmp_path / "q.jsonl").write_text(by_sql[0].line + "\n")
+    samples, counted, _ = _samples(str(tmp_path / "q.jsonl"), {rule}, Masker(frozenset({"y"}), reveal=False))
+    assert counted == {rule: 1} == {rule_of(json.loads(by_sql[0].line)["failures"][0]): 1}
+    assert samples[rule][0]["row"]["y"] == "***" and samples[rule][0]["row"]["x"] == "1"

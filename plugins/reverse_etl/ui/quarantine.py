@@ -49,8 +49,10 @@ class Masker:
         self.personal = personal
         self.reveal = reveal
 
-    def is_personal(self, column: str) -> bool:
-        return self.personal is None or column in self.personal
+    def is_personal(self, column: str | list[str]) -> bool:
+        """A multi-column rule's values are personal when one of its columns is."""
+        columns = column if isinstance(column, list | tuple) else [column]
+        return self.personal is None or any(c in self.personal for c in columns)
 
     def value(self, column: str, value: Any) -> Any:
         return value if self.reveal or not self.is_personal(column) else mask(value)
@@ -96,8 +98,8 @@ def _latest_with_quarantine(url: str, destination: str, entity: str, run_id: str
 
 def _samples(location: str, wanted: set[tuple[str, str]], masked: Masker) -> tuple[dict, dict, int]:
     """Up to SAMPLES_PER_RULE masked rows per (rule, column), rules counted over the lines read."""
+    from reverse_etl.quarantine_lines import rule_of
     from reverse_etl.staging import as_path
-    from reverse_etl.validate import rule_label
 
     samples: dict[tuple[str, str], list[dict]] = {}
     counted: dict[tuple[str, str], int] = {}
@@ -107,7 +109,7 @@ def _samples(location: str, wanted: set[tuple[str, str]], masked: Masker) -> tup
             read += 1
             entry = json.loads(line)
             for failure in entry.get("failures", []):
-                rule = (rule_label(failure), failure["column"])
+                rule = rule_of(failure)
                 counted[rule] = counted.get(rule, 0) + 1
                 bucket = samples.setdefault(rule, [])
                 if len(bucket) < SAMPLES_PER_RULE:
@@ -130,6 +132,8 @@ def quarantine(url: str, destination: str, entity: str, run_id: str | None, reve
     answer: dict[str, Any] = {"destination": destination, "entity": entity, "run_id": run_id, "rules": []}
     if found is None:
         return {**answer, "rejected": 0, "location": None}
+    from reverse_etl.quarantine_lines import counted_column
+
     dag_id, run_id, report = found
     masked = masker(destination, entity, reveal)
     answer.update(
@@ -144,7 +148,7 @@ def quarantine(url: str, destination: str, entity: str, run_id: str | None, reve
     rules = report.get("quarantine_rules") or []  # written since validation counts them
     try:
         samples, counted, read = _samples(
-            report["quarantine"], {(r["rule"], r["column"]) for r in rules}, masked
+            report["quarantine"], {(r["rule"], counted_column(r["column"])) for r in rules}, masked
         )
     except FileNotFoundError:
         from reverse_etl import settings
@@ -160,5 +164,7 @@ def quarantine(url: str, destination: str, entity: str, run_id: str | None, reve
             {"rule": r, "column": c, "rows": n} for (r, c), n in sorted(counted.items(), key=lambda i: -i[1])
         ]
         answer["counted_lines"] = read
-    answer["rules"] = [{**rule, "samples": samples.get((rule["rule"], rule["column"]), [])} for rule in rules]
+    answer["rules"] = [
+        {**rule, "samples": samples.get((rule["rule"], counted_column(rule["column"])), [])} for rule in rules
+    ]
     return answer
