@@ -23,16 +23,7 @@ from reverse_etl.extract import sql_path
 
 # SuiteRunner and defer_gx_imports are imported from here too (tests, benchmarks): the runner lives in gx_suite.
 from reverse_etl.gx_suite import SuiteRunner, defer_gx_imports  # noqa: F401
-from reverse_etl.quarantine_lines import (  # noqa: F401  (rule_label, describe: the UI and tests read them here)
-    SUPERSEDED_RULE,
-    Rejected,
-    complete,
-    describe,
-    ledger_reason,
-    line,
-    rule_label,
-    rule_of,
-)
+from reverse_etl.quarantine_lines import Rejected, complete, ledger_reason, line, rule_of
 
 log = logging.getLogger(__name__)
 
