@@ -4,7 +4,9 @@ A million-record load writes every record three times (plan, in flight, answer) 
 Through SQLAlchemy each row costs its own parameter processing; here each call is one statement run on the
 DBAPI cursor inside the caller's SQLAlchemy transaction:
 
-- SQLite: ``executemany`` of one prepared statement (the sqlite3 module steps it in C, the GIL released);
+- SQLite: the rows as one JSON array bound to one statement that reads it with ``json_each`` (SQLite runs
+  it in one call without the GIL; ``executemany`` binds and steps a row at a time, a fifth slower), or
+  ``executemany`` where per-row values would need many statements (an update's many distinct errors);
 - PostgreSQL: one statement per call whatever the row count, the varying values sent as arrays and
   expanded by ``unnest`` (``INSERT ... SELECT ... ON CONFLICT DO UPDATE``, ``UPDATE ... FROM unnest``).
 

@@ -216,3 +216,32 @@ def test_bulk_writes_on_postgresql(postgres_database, monkeypatch):
         engine = _ENGINES.pop(url, (None,))[0]
         if engine is not None:
             engine.dispose()
+
+
+def test_answers_with_many_distinct_errors_on_sqlite(state_store, monkeypatch):
+    """An update's per-key values go as one statement per group of equal values while there are few
+    groups, and row by row past ``_SQLITE_GROUPS``: both leave each record its own error and attempts."""
+    from reverse_etl import bulk
+
+    url = f"sqlite:///{state_store}"
+    ledger = Ledger("v", "customers", "run-1", url=url)
+    keys = [f"k{i:02d}" for i in range(30)]
+    ledger.plan([Planned(k, UPSERT, f"h-{k}", "{}") for k in keys])
+    statements = []
+    real = bulk._sqlite_groups
+    monkeypatch.setattr(bulk, "_sqlite_groups", lambda *a: statements.append(real(*a)) or statements[-1])
+    few = [Outcome(k, FAILED, f"refused: rule {i % 3}") for i, k in enumerate(keys[:15])]
+    many = [Outcome(k, FAILED, f"refused: {k}") for k in keys[15:]]
+    ledger.apply(few + [Outcome("k00", FAILED, "refused again")])  # k00 answered twice: in order
+    ledger.apply(many)
+    assert [len(s) if s is not None else None for s in statements] == [4, None]  # 3 errors + k00's 2nd
+    for i, key in enumerate(keys):
+        current = record_history("v", "customers", key, url=url)["current"]
+        expected = (
+            "refused again" if key == "k00" else (f"refused: rule {i % 3}" if i < 15 else f"refused: {key}")
+        )
+        assert (current["status"], current["error"], current["attempts"]) == (
+            FAILED,
+            expected,
+            2 if key == "k00" else 1,
+        )
