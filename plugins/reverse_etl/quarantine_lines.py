@@ -55,10 +55,8 @@ def counted_column(column: object) -> object:
     return tuple(column) if isinstance(column, list) else column
 
 
-def describe(failures: list[dict], *, values: bool = True) -> str:
-    """One readable line: every rule the row broke, with the value (quarantine) or without it (ledger)."""
-    if not values:
-        return ledger_reason(rule_label(f) for f in failures)
+def describe(failures: list[dict]) -> str:
+    """The quarantine's reason: every rule the row broke, with its value (the ledger's: ``ledger_reason``)."""
     return "; ".join(f"{rule_label(f)}: {_encode(f['value'])[:VALUE_CHARS]}" for f in failures)
 
 

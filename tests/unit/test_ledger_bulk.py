@@ -232,7 +232,7 @@ def test_answers_with_many_distinct_errors_on_sqlite(state_store, monkeypatch):
     monkeypatch.setattr(bulk, "_sqlite_groups", lambda *a: statements.append(real(*a)) or statements[-1])
     few = [Outcome(k, FAILED, f"refused: rule {i % 3}") for i, k in enumerate(keys[:15])]
     many = [Outcome(k, FAILED, f"refused: {k}") for k in keys[15:]]
-    ledger.apply(few + [Outcome("k00", FAILED, "refused again")])  # k00 answered twice: in order
+    ledger.apply([*few, Outcome("k00", FAILED, "refused again")])  # k00 answered twice: in order
     ledger.apply(many)
     assert [len(s) if s is not None else None for s in statements] == [4, None]  # 3 errors + k00's 2nd
     for i, key in enumerate(keys):
