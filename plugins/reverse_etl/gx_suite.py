@@ -8,6 +8,7 @@ it broke and the offending value.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 import types
@@ -56,12 +57,32 @@ class _DeferredModule(types.ModuleType):
         return getattr(real, attr)
 
 
+GX_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# GX's package logger, and a module of it that sets its own level to INFO when imported (called again after)
+GX_LOGGERS = ("great_expectations", "great_expectations.data_context.types.base")
+
+
+def quiet_gx_logs() -> None:
+    """Great Expectations' own loggers at ``RETL_GX_LOG_LEVEL`` (WARNING by default). At INFO its import
+    and each validate write a few dozen lines into every validate task's log, among them a DuckDB
+    "Binder Error" for every data source: GX tries PostgreSQL's ``pg_collation`` query first, then falls
+    back by itself. Noise an operator would chase; validate logs its own summary."""
+    level = os.environ.get("RETL_GX_LOG_LEVEL", "WARNING").strip().upper()
+    if level not in GX_LOG_LEVELS:
+        raise ConfigError(
+            f"RETL_GX_LOG_LEVEL={level!r} is not a log level: set it to one of {', '.join(GX_LOG_LEVELS)}"
+        )
+    for name in GX_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+
+
 def defer_gx_imports() -> None:
-    """Before the first ``import great_expectations``: leave its rarely used heavy imports for later."""
-    if "great_expectations" in sys.modules:
-        return
-    for name in DEFERRED_GX_IMPORTS:
-        sys.modules.setdefault(name, _DeferredModule(name))
+    """Before the first ``import great_expectations``: its loggers quieted (``quiet_gx_logs``), and its
+    rarely used heavy imports left for later."""
+    if "great_expectations" not in sys.modules:
+        for name in DEFERRED_GX_IMPORTS:
+            sys.modules.setdefault(name, _DeferredModule(name))
+    quiet_gx_logs()
 
 
 def _named_columns(kwargs: dict) -> tuple[str, ...]:
@@ -98,6 +119,7 @@ class SuiteRunner:
         from great_expectations.execution_engine import pandas_execution_engine
         from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
+        quiet_gx_logs()  # again: importing GX set one of its loggers back to INFO
         pandas_execution_engine.HASH_THRESHOLD = GX_HASH_THRESHOLD
         context = gx.get_context(mode="ephemeral")
         # An ephemeral context keeps nothing, yet writes its whole config as YAML to an in-memory store on

@@ -49,9 +49,13 @@ PRELOADED = (
 def preload(modules: tuple[str, ...] = PRELOADED) -> list[str]:
     """Import ``modules``; one that fails is logged and left to the task that needs it (where its error
     names the problem in that task's log). Returns the names that failed."""
+    from reverse_etl.errors import ConfigError
     from reverse_etl.gx_suite import defer_gx_imports
 
-    defer_gx_imports()
+    try:
+        defer_gx_imports()
+    except ConfigError as err:  # a bad RETL_GX_LOG_LEVEL: each validate task fails on it, with this message
+        log.warning("reverse_etl: %s", err)
     failed = []
     for name in modules:
         try:

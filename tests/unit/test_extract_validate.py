@@ -505,3 +505,44 @@ def test_a_multi_column_rule_is_counted_and_sampled(tmp_path):
     samples, counted, _ = _samples(str(tmp_path / "q.jsonl"), {rule}, Masker(frozenset({"y"}), reveal=False))
     assert counted == {rule: 1} == {rule_of(json.loads(by_sql[0].line)["failures"][0]): 1}
     assert samples[rule][0]["row"]["y"] == "***" and samples[rule][0]["row"]["x"] == "1"
+
+
+def test_great_expectations_logs_warnings_only_unless_asked(tmp_path, monkeypatch):
+    """At INFO, GX writes a DuckDB "Binder Error" into the task log for every data source (its PostgreSQL
+    column introspection, then its own fallback): quiet by default, back with RETL_GX_LOG_LEVEL=INFO."""
+    import logging
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from reverse_etl.gx_suite import quiet_gx_logs
+    from reverse_etl.validate import SuiteRunner
+
+    pq.write_table(
+        pa.table({"_key": ["a", "b"], "_deleted": [False, False], "n": [1, -4]}), tmp_path / "d.parquet"
+    )
+    rules = [{"type": "expect_column_values_to_be_between", "kwargs": {"column": "n", "min_value": 0}}]
+
+    def gx_info_lines() -> list[str]:
+        seen: list[logging.LogRecord] = []
+        catch = logging.Handler()
+        catch.emit = seen.append
+        gx_logger = logging.getLogger("great_expectations")  # every GX module's logger propagates here
+        gx_logger.addHandler(catch)
+        try:
+            runner = SuiteRunner("t", rules)
+            assert list(runner.file_failures((tmp_path / "d.parquet").as_uri(), {}, 10)) == [1]
+        finally:
+            gx_logger.removeHandler(catch)
+        return [r.getMessage() for r in seen if r.levelno < logging.WARNING]
+
+    assert gx_info_lines() == []
+    monkeypatch.setenv("RETL_GX_LOG_LEVEL", "info")
+    try:
+        assert any("While introspecting columns" in line for line in gx_info_lines())
+        monkeypatch.setenv("RETL_GX_LOG_LEVEL", "loud")
+        with pytest.raises(ConfigError, match="RETL_GX_LOG_LEVEL='LOUD' is not a log level"):
+            quiet_gx_logs()
+    finally:
+        monkeypatch.delenv("RETL_GX_LOG_LEVEL")
+        quiet_gx_logs()
