@@ -58,3 +58,39 @@ def test_a_key_in_two_chunks_is_planned_with_its_last_row(state_store, tmp_path,
     pending = {p.key: p for page in ledger.iter_status(PENDING, 10) for p in page}
     assert pending["a"].payload == second[0] and pending["a"].payload_hash == second[1]
     assert sorted(pending) == ["a", "b", "c"]
+
+
+def test_a_load_logs_its_first_failures_then_says_where_the_rest_are(state_store):
+    """Twenty refused records are logged one by one; past that, one line says where every message is."""
+    import logging
+
+    from reverse_etl.ledger import FAILED
+    from reverse_etl.operators import load
+
+    class Refuses(SyncLoadOperator):
+        destination, entity = "v", "customers"
+        batch_size = 7
+
+        def send_upserts(self, hook, batch, context):
+            return [Outcome(p.key, FAILED, f"refused {p.key}") for p in batch]
+
+    ledger = Ledger("v", "customers", "run-1", url=f"sqlite:///{state_store}")
+    ledger.plan([Planned(f"k{i:02d}", "upsert", f"h{i}", "{}") for i in range(50)])
+    op = Refuses(task_id="load", manifest={})
+    seen: list[logging.LogRecord] = []
+    catch = logging.Handler()
+    catch.emit = seen.append
+    load.log.addHandler(catch)
+    try:
+        counts = {"to_send": 50, "to_delete": 0, "sent": 0, "deleted": 0, "failed": 0}
+        hook = type("Hook", (), {"stats": type("Stats", (), {"requests": 0, "throttled": 0})()})()
+        op._deliver(hook, ledger, counts, {"params": {}})
+    finally:
+        load.log.removeHandler(catch)
+    lines = [r.getMessage() for r in seen if r.levelno == logging.WARNING]
+    assert counts["failed"] == 50 and ledger.count_status(FAILED) == 50
+    assert lines[: load.FAILURES_LOGGED] == [
+        f"v.customers record k{i:02d} failed: refused k{i:02d}" for i in range(load.FAILURES_LOGGED)
+    ]
+    assert len(lines) == load.FAILURES_LOGGED + 1
+    assert "more than 20 records failed" in lines[-1] and "reverse_etl.cli failed v customers" in lines[-1]

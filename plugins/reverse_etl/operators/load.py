@@ -40,6 +40,9 @@ from reverse_etl.store import utc_now
 from reverse_etl.tasks import skip_unless_selected
 
 log = logging.getLogger(__name__)
+# Refused records logged one by one per load; past it one line points to where they all are (a bad
+# mapping can fail every record of a million-record load: a log of a million warnings helps nobody).
+FAILURES_LOGGED = 20
 
 
 class SyncLoadOperator(BaseOperator):
@@ -475,6 +478,22 @@ class SyncLoadOperator(BaseOperator):
                 counts["deleted"] += 1
             elif outcome.status == FAILED:
                 counts["failed"] += 1
-                log.warning(
-                    "%s.%s record %s failed: %s", self.destination, self.entity, outcome.key, outcome.error
-                )
+                if counts["failed"] <= FAILURES_LOGGED:
+                    log.warning(
+                        "%s.%s record %s failed: %s",
+                        self.destination,
+                        self.entity,
+                        outcome.key,
+                        outcome.error,
+                    )
+                elif counts["failed"] == FAILURES_LOGGED + 1:
+                    log.warning(
+                        "%s.%s: more than %d records failed; the others are counted in the report, not "
+                        "logged one by one. The ledger keeps every message: python -m reverse_etl.cli "
+                        "failed %s %s, or the Reverse ETL page",
+                        self.destination,
+                        self.entity,
+                        FAILURES_LOGGED,
+                        self.destination,
+                        self.entity,
+                    )
