@@ -257,9 +257,9 @@ def update(
                 cur.execute(sql, (*const.values(), *values, *scope))
         else:
             fixed = tuple(_sqlite_value(v) for v in const.values())
+            sets = [f"{c} = ?" for c in (*const, *columns)] + list(expressions)
             groups = _sqlite_groups(keys, columns)
             if groups is None:  # many distinct per-key values (errors): one row at a time
-                sets = [f"{c} = ?" for c in (*const, *columns)] + list(expressions)
                 sql = (
                     f"UPDATE {table} SET {', '.join(sets)} "
                     "WHERE destination = ? AND entity = ? AND record_key = ?"
@@ -269,7 +269,6 @@ def update(
                     ((*fixed, *row[1:], *scope, row[0]) for row in zip(keys, *columns.values(), strict=True)),
                 )
             else:
-                sets = [f"{c} = ?" for c in (*const, *columns)] + list(expressions)
                 sql = (
                     f"UPDATE {table} SET {', '.join(sets)} WHERE destination = ? AND entity = ? "
                     "AND record_key IN (SELECT value FROM json_each(?))"
