@@ -60,37 +60,64 @@ def test_a_key_in_two_chunks_is_planned_with_its_last_row(state_store, tmp_path,
     assert sorted(pending) == ["a", "b", "c"]
 
 
-def test_a_load_logs_its_first_failures_then_says_where_the_rest_are(state_store):
-    """Twenty refused records are logged one by one; past that, one line says where every message is."""
+def _refuse_all(url: str, destination: str, entity: str, keys: list[str]) -> tuple[list[str], dict]:
+    """Deliver ``keys`` to a vendor that refuses each, quoting an email; the load's warnings."""
     import logging
 
     from reverse_etl.ledger import FAILED
     from reverse_etl.operators import load
 
     class Refuses(SyncLoadOperator):
-        destination, entity = "v", "customers"
         batch_size = 7
 
         def send_upserts(self, hook, batch, context):
-            return [Outcome(p.key, FAILED, f"refused {p.key}") for p in batch]
+            return [Outcome(p.key, FAILED, f"refused {p.key}: contact jane.doe@example.com") for p in batch]
 
-    ledger = Ledger("v", "customers", "run-1", url=f"sqlite:///{state_store}")
-    ledger.plan([Planned(f"k{i:02d}", "upsert", f"h{i}", "{}") for i in range(50)])
+    Refuses.destination, Refuses.entity = destination, entity
+    ledger = Ledger(destination, entity, "run-1", url=url)
+    ledger.plan([Planned(key, "upsert", f"h{key}", "{}") for key in keys])
     op = Refuses(task_id="load", manifest={})
     seen: list[logging.LogRecord] = []
     catch = logging.Handler()
     catch.emit = seen.append
     load.log.addHandler(catch)
     try:
-        counts = {"to_send": 50, "to_delete": 0, "sent": 0, "deleted": 0, "failed": 0}
+        counts = {"to_send": len(keys), "to_delete": 0, "sent": 0, "deleted": 0, "failed": 0}
         hook = type("Hook", (), {"stats": type("Stats", (), {"requests": 0, "throttled": 0})()})()
         op._deliver(hook, ledger, counts, {"params": {}})
     finally:
         load.log.removeHandler(catch)
-    lines = [r.getMessage() for r in seen if r.levelno == logging.WARNING]
-    assert counts["failed"] == 50 and ledger.count_status(FAILED) == 50
+    assert counts["failed"] == len(keys) and ledger.count_status(FAILED) == len(keys)
+    return [r.getMessage() for r in seen if r.levelno == logging.WARNING], ledger
+
+
+def _error(ledger: Ledger, key: str) -> str:
+    from reverse_etl.ledger import record_history
+
+    return record_history(ledger.destination, ledger.entity, key, url=ledger.url)["current"]["error"]
+
+
+def test_a_load_logs_its_first_failures_then_says_where_the_rest_are(state_store):
+    """Twenty refused records are logged one by one, emails in the vendor's messages masked; past that,
+    one line says where every message is (whole, in the ledger)."""
+    from reverse_etl.operators import load
+
+    keys = [f"k{i:02d}" for i in range(50)]
+    lines, ledger = _refuse_all(f"sqlite:///{state_store}", "voucherify", "customers", keys)
     assert lines[: load.FAILURES_LOGGED] == [
-        f"v.customers record k{i:02d} failed: refused k{i:02d}" for i in range(load.FAILURES_LOGGED)
+        f"voucherify.customers record k{i:02d} failed: refused k{i:02d}: contact j***@example.com"
+        for i in range(load.FAILURES_LOGGED)
     ]
     assert len(lines) == load.FAILURES_LOGGED + 1
-    assert "more than 20 records failed" in lines[-1] and "reverse_etl.cli failed v customers" in lines[-1]
+    assert "more than 20 records failed" in lines[-1]
+    assert "reverse_etl.cli failed voucherify customers" in lines[-1]
+    assert _error(ledger, "k07") == "refused k07: contact jane.doe@example.com"
+
+
+def test_a_refused_records_personal_key_is_masked_in_the_log(state_store):
+    """Connectif's contacts are keyed by email (the suite's ``personal_fields`` holds ``_key``)."""
+    lines, ledger = _refuse_all(f"sqlite:///{state_store}", "connectif", "contacts", ["ann@shop.example"])
+    assert lines == [
+        "connectif.contacts record a***@shop.example failed: refused a***@shop.example: contact j***@example.com"
+    ]
+    assert _error(ledger, "ann@shop.example").startswith("refused ann@shop.example: contact jane.doe@")

@@ -468,6 +468,16 @@ class SyncLoadOperator(BaseOperator):
             return [], [(result, batch)]
         return result, []
 
+    def _masked(self, outcome: Outcome) -> tuple[str, str | None]:
+        """A refused record's key and the vendor's message as the task log shows them: personal data masked
+        as on the Reverse ETL page (a personal key; emails the vendor quotes, "Contact j@x.com does not
+        exist"). The ledger keeps both whole, for ``reverse_etl.cli failed``."""
+        from reverse_etl.ui.quarantine import mask_emails, masker
+
+        if getattr(self, "_log_masker", None) is None:
+            self._log_masker = masker(self.destination, self.entity, reveal=False)
+        return self._log_masker.key(outcome.key), mask_emails(outcome.error)
+
     def _apply(self, ledger: Ledger, outcomes: list[Outcome], counts: dict) -> None:
         ledger.apply(outcomes)
         ledger.renew_lease()
@@ -479,13 +489,8 @@ class SyncLoadOperator(BaseOperator):
             elif outcome.status == FAILED:
                 counts["failed"] += 1
                 if counts["failed"] <= FAILURES_LOGGED:
-                    log.warning(
-                        "%s.%s record %s failed: %s",
-                        self.destination,
-                        self.entity,
-                        outcome.key,
-                        outcome.error,
-                    )
+                    key, error = self._masked(outcome)
+                    log.warning("%s.%s record %s failed: %s", self.destination, self.entity, key, error)
                 elif counts["failed"] == FAILURES_LOGGED + 1:
                     log.warning(
                         "%s.%s: more than %d records failed; the others are counted in the report, not "
