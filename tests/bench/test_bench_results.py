@@ -82,6 +82,8 @@ def test_the_benchmark_writes_its_figures(tmp_path, script, options, name):
             assert isinstance(f["value"], int | float) and not isinstance(f["value"], bool), f
         assert f["met"] in (True, False, None), f
         assert f["goal"] is not None or f["met"] is None, f"a verdict without a goal: {f}"
+    # make bench says "ok" or "goal not met" by the exit status alone
+    assert done.returncode == (1 if any(f["met"] is False for f in figures) else 0), done.stderr[-3000:]
 
     shown = run("benchmarks/summary.py", "--results", str(results))
     assert shown.returncode == 0, shown.stderr
