@@ -35,7 +35,6 @@ RESULT_FORMAT = {
     "return_unexpected_index_query": True,
 }
 _names = itertools.count()
-MEMORY_LIMIT = "256MB"
 
 
 class _DialectName(str):
@@ -100,8 +99,10 @@ class StagedFile:
     def __init__(self, context, url: str):
         import duckdb
 
+        from reverse_etl import settings
         from reverse_etl.staging import as_path
 
+        self.memory_limit = settings.validate_memory()
         self.parquet = as_path(url).path
         self.folder = Path(tempfile.mkdtemp(prefix="retl-gx-"))
         self.database = self.folder / "staged.duckdb"
@@ -119,8 +120,9 @@ class StagedFile:
         source = context.data_sources.add_sql(
             self.name,
             connection_string=f"duckdb:///{self.database}",
-            # DuckDB takes 80% of the machine's memory by default; the rules stream, and sorts spill.
-            kwargs={"connect_args": {"config": {"memory_limit": MEMORY_LIMIT}}},
+            # DuckDB takes 80% of the machine's memory by default. The rules stream; the quarantined rows'
+            # query and its sort grow with the rows rejected (``settings.validate_memory``).
+            kwargs={"connect_args": {"config": {"memory_limit": self.memory_limit}}},
         )
         self.batch_definition = source.add_table_asset(
             "staged", table_name="staged"
@@ -176,6 +178,8 @@ class StagedFile:
         Rows that fail, lack a key or are superseded; nothing else. ``failures``: ordinal -> the fixed
         fields of a failure of that rule; ``superseded_sql(source)``: the query of superseded rows
         (``file_row_number``, ``k``) of ``source``."""
+        import duckdb
+
         from reverse_etl.quarantine_lines import line_sql
 
         source = f"read_parquet({_quoted(self.parquet)}, file_row_number = true)"
@@ -209,6 +213,15 @@ class StagedFile:
             # the margin under the 256 MB cap is kept. The rules ran before on every thread.
             cursor.execute("SET threads = 1")
             yield from cursor.sql(sql).to_arrow_reader(batch_rows)
+        except duckdb.OutOfMemoryException as exc:
+            from reverse_etl.errors import ConfigError
+
+            raise ConfigError(
+                f"Validate ran out of memory writing the quarantined rows: DuckDB may use "
+                f"{self.memory_limit} (RETL_VALIDATE_MEMORY), and sorting the rejected rows with their "
+                "lines needs more when many rows fail the checks. Set RETL_VALIDATE_MEMORY higher on the "
+                "workers (e.g. 1GB), or fix the upstream rows that fail the checks, then clear the task."
+            ) from exc
         finally:
             cursor.close()
 

@@ -7,6 +7,7 @@ that the DAG files stay free of configuration.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +52,20 @@ def staging_url() -> str:
 def chunk_rows() -> int:
     """Rows per chunk when streaming from the warehouse and validating: bounds memory per task."""
     return int(os.environ.get("RETL_CHUNK_ROWS", "50000"))
+
+
+def validate_memory() -> str:
+    """DuckDB's memory limit in validate: Great Expectations' queries, then the quarantined rows, their
+    lines and their sort, which grow with the rows rejected (a quarter of a million rows needs more than
+    128 MB). Checked here so that a typo names the variable instead of failing inside DuckDB."""
+    value = os.environ.get("RETL_VALIDATE_MEMORY", "256MB").strip()
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, re.IGNORECASE):
+        from reverse_etl.errors import ConfigError
+
+        raise ConfigError(
+            f"RETL_VALIDATE_MEMORY={value!r} is not a memory size: give a number and a unit, e.g. 512MB or 2GB."
+        )
+    return value
 
 
 def lease_seconds() -> float:

@@ -546,3 +546,42 @@ def test_great_expectations_logs_warnings_only_unless_asked(tmp_path, monkeypatc
     finally:
         monkeypatch.delenv("RETL_GX_LOG_LEVEL")
         quiet_gx_logs()
+
+
+def test_validate_out_of_memory_says_which_setting_to_raise(tmp_path, monkeypatch):
+    """The quarantined rows are sorted with their lines, which grows with the rows rejected: past
+    RETL_VALIDATE_MEMORY validate fails with a message naming it (a ConfigError: not retried), not with
+    DuckDB's own error; a value that is not a size is refused by name before anything runs."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from reverse_etl.validate import SuiteRunner, superseded_sql
+
+    rows = 20_000
+    pq.write_table(
+        pa.table(
+            {
+                "_key": [f"k{i}" for i in range(rows)],
+                "_deleted": [False] * rows,
+                "n": [-1] * rows,  # every row fails
+                "note": [f"{i:06d}" + "x" * 2000 for i in range(rows)],  # a 2 KB line each
+            }
+        ),
+        tmp_path / "d.parquet",
+    )
+    runner = SuiteRunner(
+        "t", [{"type": "expect_column_values_to_be_between", "kwargs": {"column": "n", "min_value": 0}}]
+    )
+    url = (tmp_path / "d.parquet").as_uri()
+
+    def rejected() -> int:
+        batches = runner.iter_sql_rejections(url, {}, 1000, lambda source: superseded_sql(source, ["_key"]))
+        return sum(len(batch) for batch in batches)
+
+    assert rejected() == rows  # the default limit holds 40 MB of lines
+    monkeypatch.setenv("RETL_VALIDATE_MEMORY", "16MB")
+    with pytest.raises(ConfigError, match=r"ran out of memory .* 16MB \(RETL_VALIDATE_MEMORY\)"):
+        rejected()
+    monkeypatch.setenv("RETL_VALIDATE_MEMORY", "lots")
+    with pytest.raises(ConfigError, match="RETL_VALIDATE_MEMORY='lots' is not a memory size"):
+        rejected()
