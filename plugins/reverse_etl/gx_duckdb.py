@@ -35,6 +35,9 @@ RESULT_FORMAT = {
     "return_unexpected_index_query": True,
 }
 _names = itertools.count()
+# Rejected rows whose lines (1-3 KB each for customers) DuckDB sorts at once: validate's memory grows with
+# this and the width of a row, not with the rows rejected.
+WINDOW_ROWS = 20_000
 
 
 class _DialectName(str):
@@ -184,43 +187,66 @@ class StagedFile:
 
         source = f"read_parquet({_quoted(self.parquet)}, file_row_number = true)"
         cursor = self.engine._connection.connection.dbapi_connection.cursor()
-        # The lines are written after the filter, for the rejected rows only: a join that carried them
-        # past a million rows took 1.9 s against 0.05 s.
-        sql = f"""
+        # First the rejected positions alone, with the rules each broke (narrow: about 100 bytes a row, held
+        # as Arrow; as a DuckDB temporary table it added 30 MB at 100k rows); then their whole rows and
+        # lines, sorted a window of WINDOW_ROWS rejected rows at a time, each window's scan reading only its
+        # row groups. Sorting every line at once held them all: 250,000 rejected rows of 1M did not fit
+        # 128 MB (now they do, and the process peaks at 644 MB against 813 MB with 256 MB).
+        positions = f"""
             WITH failed AS ({self._failed_sql(queries)}),
             judged AS (
                 SELECT _pos, list(ordinal ORDER BY ordinal) AS ordinals, list(value ORDER BY ordinal) AS vals
                 FROM failed GROUP BY _pos
             ),
-            superseded AS ({superseded_sql(source)})
-            SELECT _retl_pos, _retl_ordinals, _retl_superseded, _retl_key, _retl_deleted,
-                   {line_sql("_retl_key", "_retl_ordinals", "vals", "k", "_retl_row", failures)} AS _retl_line
-            FROM (
-                SELECT s.file_row_number AS _retl_pos, judged.ordinals AS _retl_ordinals, judged.vals,
-                       superseded.k, superseded.k IS NOT NULL AS _retl_superseded, s._key AS _retl_key,
-                       s._deleted AS _retl_deleted, {self._row_json(cursor, source)} AS _retl_row
-                FROM {source} AS s
-                LEFT JOIN judged ON judged._pos = s.file_row_number
-                LEFT JOIN superseded ON superseded.file_row_number = s.file_row_number
-                WHERE judged._pos IS NOT NULL OR superseded.file_row_number IS NOT NULL OR s._key IS NULL
+            superseded AS ({superseded_sql(source)}),
+            rejected AS (
+                SELECT _pos AS pos FROM judged
+                UNION SELECT file_row_number FROM superseded
+                UNION SELECT file_row_number FROM {source} WHERE _key IS NULL
             )
-            ORDER BY _retl_pos
+            SELECT rejected.pos, judged.ordinals, judged.vals, superseded.k
+            FROM rejected
+            LEFT JOIN judged ON judged._pos = rejected.pos
+            LEFT JOIN superseded ON superseded.file_row_number = rejected.pos
+        """
+        starts = f"""
+            SELECT pos FROM (SELECT pos, row_number() OVER (ORDER BY pos) - 1 AS n FROM retl_rejected)
+            WHERE n % {WINDOW_ROWS} = 0 ORDER BY pos
         """
         try:
-            # One thread: the quarantined rows' query (GX's failing-row queries, the duplicate pass, the
-            # lines and their sort) holds less at once. At 1M rows (25,000 rejected) one thread needs
-            # 64-96 MB of DuckDB's memory and two 96-128 MB, for 1.23 s against 1.67 s (2026-12-03):
-            # the margin under the 256 MB cap is kept. The rules ran before on every thread.
+            # One thread: the quarantined rows' queries hold less at once (the rules ran before on every
+            # thread). At 1M rows (25,000 rejected), two threads took 1.23 s against 1.67 s for a third
+            # more of DuckDB's memory (2026-12-03).
             cursor.execute("SET threads = 1")
-            yield from cursor.sql(sql).to_arrow_reader(batch_rows)
+            cursor.register("retl_rejected", cursor.sql(positions).to_arrow_table())
+            first = [row[0] for row in cursor.sql(starts).fetchall()]
+            # The lines are written after the join, for the rejected rows only: a join that carried them
+            # past a million rows took 1.9 s against 0.05 s.
+            row_json = self._row_json(cursor, source)
+            for start, end in itertools.zip_longest(first, first[1:]):
+                window = f">= {start}" if end is None else f"BETWEEN {start} AND {end - 1}"
+                sql = f"""
+                    SELECT _retl_pos, _retl_ordinals, _retl_superseded, _retl_key, _retl_deleted,
+                           {line_sql("_retl_key", "_retl_ordinals", "vals", "k", "_retl_row", failures)} AS _retl_line
+                    FROM (
+                        SELECT r.pos AS _retl_pos, r.ordinals AS _retl_ordinals, r.vals, r.k,
+                               r.k IS NOT NULL AS _retl_superseded, s._key AS _retl_key,
+                               s._deleted AS _retl_deleted, {row_json} AS _retl_row
+                        FROM {source} AS s JOIN retl_rejected AS r ON r.pos = s.file_row_number
+                        WHERE s.file_row_number {window} AND r.pos {window}
+                    )
+                    ORDER BY _retl_pos
+                """
+                yield from cursor.sql(sql).to_arrow_reader(batch_rows)
         except duckdb.OutOfMemoryException as exc:
             from reverse_etl.errors import ConfigError
 
             raise ConfigError(
                 f"Validate ran out of memory writing the quarantined rows: DuckDB may use "
                 f"{self.memory_limit} (RETL_VALIDATE_MEMORY), and sorting the rejected rows with their "
-                "lines needs more when many rows fail the checks. Set RETL_VALIDATE_MEMORY higher on the "
-                "workers (e.g. 1GB), or fix the upstream rows that fail the checks, then clear the task."
+                "lines needs more (very wide rows, or a great many rows failing the checks). Set "
+                "RETL_VALIDATE_MEMORY higher on the workers (e.g. 1GB), or fix the upstream rows that fail "
+                "the checks, then clear the task."
             ) from exc
         finally:
             cursor.close()

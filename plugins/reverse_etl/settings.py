@@ -55,9 +55,9 @@ def chunk_rows() -> int:
 
 
 def validate_memory() -> str:
-    """DuckDB's memory limit in validate: Great Expectations' queries, then the quarantined rows, their
-    lines and their sort, which grow with the rows rejected (a quarter of a million rows needs more than
-    128 MB). Checked here so that a typo names the variable instead of failing inside DuckDB."""
+    """DuckDB's memory limit in validate: Great Expectations' queries, then the quarantined rows and their
+    lines, sorted 20,000 at a time (``gx_duckdb.WINDOW_ROWS``): very wide rows may need more. Checked here
+    so that a typo names the variable instead of failing inside DuckDB."""
     value = os.environ.get("RETL_VALIDATE_MEMORY", "256MB").strip()
     if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, re.IGNORECASE):
         from reverse_etl.errors import ConfigError

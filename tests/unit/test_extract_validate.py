@@ -408,15 +408,19 @@ def test_gx_sql_engine_gives_dates_and_numbers_back_as_the_quarantine_writes_the
     }
 
 
-def test_duckdb_writes_the_quarantine_lines_python_writes(tmp_path):
+@pytest.mark.parametrize("window_rows", [20_000, 2])
+def test_duckdb_writes_the_quarantine_lines_python_writes(tmp_path, monkeypatch, window_rows):
     """GX's SQL engine has DuckDB write each quarantined row's line; GX's pandas engine (object storage)
     has Python write it. Same rows, same rules and ledger reasons, same lines: the head byte for byte
-    (Python's spacing, values as json.dumps writes them, cut at 120 characters), the row as the same JSON."""
+    (Python's spacing, values as json.dumps writes them, cut at 120 characters), the row as the same JSON.
+    DuckDB sorts the lines a window of rejected rows at a time: with windows of 2, the same, in file order."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from reverse_etl import gx_duckdb
     from reverse_etl.validate import SuiteRunner, _pandas_rejections, superseded_sql
+
+    monkeypatch.setattr(gx_duckdb, "WINDOW_ROWS", window_rows)
 
     suite = [
         {"type": "expect_column_value_lengths_to_be_between", "kwargs": {"column": "s", "max_value": 5}},
@@ -549,8 +553,8 @@ def test_great_expectations_logs_warnings_only_unless_asked(tmp_path, monkeypatc
 
 
 def test_validate_out_of_memory_says_which_setting_to_raise(tmp_path, monkeypatch):
-    """The quarantined rows are sorted with their lines, which grows with the rows rejected: past
-    RETL_VALIDATE_MEMORY validate fails with a message naming it (a ConfigError: not retried), not with
+    """The quarantined rows are sorted with their lines a window at a time: past RETL_VALIDATE_MEMORY (a
+    window of wide rows) validate fails with a message naming it (a ConfigError: not retried), not with
     DuckDB's own error; a value that is not a size is refused by name before anything runs."""
     import pyarrow as pa
     import pyarrow.parquet as pq
