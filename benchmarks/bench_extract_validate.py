@@ -349,9 +349,8 @@ def parent(args: argparse.Namespace) -> int:
     missed = False
     if not args.no_results:
         load = [round(load_start, 2), round(os.getloadavg()[0], 2)]
-        path = write_figures(results, args.results, load)
+        path, missed = write_figures(results, args.results, load)
         _say(f"figures written to {path}")
-        missed = any(f["met"] is False for f in json.loads(path.read_text())["figures"])
     print(
         f"  load average at start {load_start:.2f}, at end {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs "
         "(timings are wall seconds: other work on the machine inflates them)"
@@ -360,10 +359,13 @@ def parent(args: argparse.Namespace) -> int:
     return 1 if missed or any("error" in r for r in results) else 0
 
 
-def write_figures(results: list[dict], folder: Path | None = None, load: list[float] | None = None) -> Path:
-    """``benchmarks/results/extract_validate.json``: seconds vs COPY per size, and the memory ratio."""
+def write_figures(
+    results: list[dict], folder: Path | None = None, load: list[float] | None = None
+) -> tuple[Path, bool]:
+    """``benchmarks/results/extract_validate.json``: seconds vs COPY per size, and the memory ratio; its
+    path, and whether a goal was missed."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from results import figure, write_results
+    from results import exit_status, figure, write_results
 
     ok = [r for r in results if "error" not in r]
     figures = []
@@ -445,13 +447,14 @@ def write_figures(results: list[dict], folder: Path | None = None, load: list[fl
                     goal=None,
                 )
             )
-    return write_results(
+    path = write_results(
         "extract_validate",
         figures,
         Path(folder) if folder else None,
         sizes=results,
         load_average_start_end=load,
     )
+    return path, exit_status(figures) == 1
 
 
 # ---------------------------------------------------------------------------------------------- child

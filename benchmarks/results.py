@@ -70,6 +70,11 @@ def add_results_option(parser) -> None:
     )
 
 
+def exit_status(figures: list[dict]) -> int:
+    """A benchmark's exit status: 1 when a goal is not met (``met`` false), else 0 (``run_all`` reads it)."""
+    return 1 if any(f["met"] is False for f in figures) else 0
+
+
 def finish(name: str, figures: list[dict], folder: Path | None = None, **extra: Any) -> int:
     """Write the results, print every figure with its baseline and goal; the exit status: 1 when a goal is
     not met (``met`` false), else 0."""
@@ -77,7 +82,7 @@ def finish(name: str, figures: list[dict], folder: Path | None = None, **extra: 
     print()
     print(table([{"name": name, "figures": figures}]))
     print(f"written to {path}")
-    return 1 if any(f["met"] is False for f in figures) else 0
+    return exit_status(figures)
 
 
 def load_results(folder: Path | None = None) -> list[dict]:

@@ -123,8 +123,8 @@ class StagedFile:
         source = context.data_sources.add_sql(
             self.name,
             connection_string=f"duckdb:///{self.database}",
-            # DuckDB takes 80% of the machine's memory by default. The rules stream; the quarantined rows'
-            # query and its sort grow with the rows rejected (``settings.validate_memory``).
+            # DuckDB takes 80% of the machine's memory by default. The rules stream; the quarantined rows
+            # are sorted a window at a time (``rejected_rows``, ``settings.validate_memory``).
             kwargs={"connect_args": {"config": {"memory_limit": self.memory_limit}}},
         )
         self.batch_definition = source.add_table_asset(

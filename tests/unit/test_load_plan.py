@@ -60,8 +60,8 @@ def test_a_key_in_two_chunks_is_planned_with_its_last_row(state_store, tmp_path,
     assert sorted(pending) == ["a", "b", "c"]
 
 
-def _refuse_all(url: str, destination: str, entity: str, keys: list[str]) -> tuple[list[str], dict]:
-    """Deliver ``keys`` to a vendor that refuses each, quoting an email; the load's warnings."""
+def _refuse_all(url: str, destination: str, entity: str, keys: list[str]) -> tuple[list[str], Ledger]:
+    """Deliver ``keys`` to a vendor that refuses each, quoting an email: the load's warnings, the ledger."""
     import logging
 
     from reverse_etl.ledger import FAILED
